@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+WORKDIR ?= runs/demo
+
+.PHONY: demo test lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed-base: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[test,parity]'
+	touch $@ $(VENV)/.installed-base
+
+demo: $(VENV)/.installed-base
+	$(PY) -m jaxcv.cli demo --workdir $(WORKDIR)
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check jaxcv tests experiments
+	$(PY) -m ruff format --check jaxcv tests experiments
+
+format: $(VENV)/.installed-test
+	$(PY) -m ruff format jaxcv tests experiments
+	$(PY) -m ruff check --fix jaxcv tests experiments
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-test
+	$(PY) experiments/bench/classifier.py
+	$(PY) experiments/bench/ops.py
+
+clean:
+	rm -rf $(VENV) runs

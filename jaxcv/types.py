@@ -1,0 +1,35 @@
+"""Conventions shared by every part of jaxcv.
+
+Boxes are ``(..., 4)`` float32 ``xyxy`` in absolute pixels of the network input, everywhere;
+conversions to other formats live only in :mod:`jaxcv.ops.boxes`.
+
+Images are NHWC float32, normalised by the input pipeline.
+
+A batch is a dict with (a subset of) these keys:
+
+==============  ===================  ======================================================
+key             shape / dtype        meaning
+==============  ===================  ======================================================
+image           (B, H, W, 3) f32     normalised pixels
+label           (B,) int32           image-level class
+boxes           (B, M, 4) f32        ground-truth boxes, xyxy pixels, padded to M objects
+classes         (B, M) int32         object classes, 0 = background (padding)
+valid           (B, M) bool          which of the M objects are real
+masks           (B, M, H, W) uint8   instance masks
+segmentation    (B, H, W) int32      semantic labels, 255 = ignore
+==============  ===================  ======================================================
+"""
+
+from typing import Final
+
+IMAGE: Final = "image"
+LABEL: Final = "label"
+BOXES: Final = "boxes"
+CLASSES: Final = "classes"
+VALID: Final = "valid"
+MASKS: Final = "masks"
+SEGMENTATION: Final = "segmentation"
+
+BATCH_KEYS: Final = (IMAGE, LABEL, BOXES, CLASSES, VALID, MASKS, SEGMENTATION)
+IGNORE_LABEL: Final = 255
+BACKGROUND: Final = 0
