@@ -1,0 +1,17 @@
+"""Keeps TensorFlow quiet and off the GPU; imported first by :mod:`jaxcv.data`.
+
+tf.data only feeds the accelerator; letting TensorFlow grab a GPU would take memory that JAX
+needs. The C++ log level is set before TensorFlow is imported (the user's value wins).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf
+
+try:
+    tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TensorFlow already initialised its devices (imported and used earlier)
+    pass
+tf.get_logger().setLevel("ERROR")

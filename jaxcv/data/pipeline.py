@@ -1,0 +1,253 @@
+"""tf.data input pipelines: decode -> batch keys -> augment -> normalise -> pad -> batch.
+
+See :func:`make_pipeline`. The batch keys follow :mod:`jaxcv.types`; extra keys are
+``example_valid (B,)`` bool (evaluation), ``ignore (B, M)`` bool (VOC difficult / COCO crowd)
+and ``original_size (B, 2)`` int32 (image ``(H, W)`` as stored, for mapping boxes back).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxcv.data import transforms as T
+from jaxcv.data.info import load_builder, prepare
+from jaxcv.data.registry import DatasetSpec, get_spec, not_prepared_error
+from jaxcv.types import BOXES, IMAGE, VALID
+
+EXAMPLE_VALID = "example_valid"
+DEFAULT_SHUFFLE_BUFFER = 2048
+
+
+def _nested(path: tuple[str, ...], leaf) -> dict:
+    out = leaf
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge(out[key], value) if key in out else value
+    return out
+
+
+def _drop_path(example: dict, path: tuple[str, ...]) -> dict:
+    out = dict(example)
+    if len(path) == 1:
+        out.pop(path[0], None)
+    elif path[0] in out:
+        out[path[0]] = _drop_path(out[path[0]], path[1:])
+    return out
+
+
+def _wanted_keys(spec: DatasetSpec, keys: Sequence[str] | None) -> tuple[str, ...]:
+    available = (*spec.keys, VALID) if spec.has_objects else spec.keys
+    if keys is None:
+        return available
+    unknown = [k for k in keys if k not in available]
+    if unknown:
+        raise ValueError(f"{spec.name!r} has no keys {unknown}; available: {list(available)}")
+    if spec.has_objects and any(k in keys for k in (*T.OBJECT_KEYS, VALID)):
+        keys = (*keys, BOXES) if BOXES not in keys else keys  # padding needs the boxes
+    return (*keys, IMAGE) if IMAGE not in keys else tuple(keys)
+
+
+def _read(spec, split, *, data_dir, train, seed, skipped, process_index, process_count):
+    """The decoded tfds dataset of this process's shard of ``split``."""
+    if spec.builtin:
+        prepare(spec.name, data_dir)  # generates once; a no-op when cached
+    builder = load_builder(spec, data_dir)
+    if process_count > 1:
+        split = tfds.even_splits(split, n=process_count, drop_remainder=train)[process_index]
+    decoders = {}
+    for path in skipped:
+        decoders = _merge(decoders, _nested(path, tfds.decode.SkipDecoding()))
+    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+    try:
+        return builder.as_dataset(
+            split=split,
+            shuffle_files=train,
+            decoders=decoders or None,
+            read_config=read_config,
+        )
+    except AssertionError as error:  # tfds' "could not find data" check
+        if "could not find data" not in str(error):
+            raise
+        raise not_prepared_error(spec, os.fspath(builder.data_dir_root)) from None
+
+
+def make_pipeline(
+    name: str,
+    split: str,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    image_size: Sequence[int] | None = None,
+    augment: bool = False,
+    max_objects: int = 16,
+    data_dir: str | os.PathLike | None = None,
+    repeat: bool | int | None = None,
+    drop_remainder: bool | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    deterministic: bool = True,
+    keys: Sequence[str] | None = None,
+    grayscale_to_rgb: bool = False,
+    shuffle_buffer: int | None = None,
+) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` of dict batches (``tfds.as_numpy`` gives NumPy dicts).
+
+    Batch keys (those the dataset has; see :mod:`jaxcv.data.registry`):
+    ``image (B, H, W, C)`` float32 normalised with the dataset's mean/std; ``label (B,)`` int32
+    in 0..K-1; ``boxes (B, M, 4)`` float32 xyxy pixels of the output image; ``classes (B, M)``
+    int32 in 1..K, 0 = padding; ``valid (B, M)`` bool; ``masks (B, M, H, W)`` uint8;
+    ``segmentation (B, H, W)`` int32; ``ignore (B, M)`` bool; ``original_size (B, 2)`` int32;
+    ``example_valid (B,)`` bool when ``train=False``. ``M = max_objects``; with more objects,
+    the ``M`` largest are kept (:func:`jaxcv.data.transforms.pad_objects`).
+
+    Args:
+      name: a key of :data:`jaxcv.data.DATASETS`. Built-in datasets are generated on first use.
+      split: a tfds split, e.g. ``"train"``, ``"test"``, ``"train[:90%]"``.
+      batch_size: per-process batch size ``B``.
+      train: shuffle (seeded) and, by default, repeat forever and drop the last partial batch;
+        ``False``: one ordered pass, the last batch padded to ``B`` with ``example_valid``.
+      seed: shuffling and augmentation seed.
+      image_size: ``(H, W)`` to resize to; required for datasets with varying image sizes.
+      augment: apply the dataset's training augmentation (only when ``train``).
+      max_objects: ``M``, objects per image after padding/truncation.
+      data_dir: tfds data dir (default ``$JAXCV_DATA_DIR``, else tfds' default).
+      repeat: ``True`` forever, ``False``/``1`` one pass, ``n`` passes; default by ``train``.
+      drop_remainder: drop the last partial batch; default ``train``.
+      process_index, process_count: this process's even, disjoint share of ``split`` (train
+        shares have equal sizes; evaluation shares differ by at most one example).
+      deterministic: reproducible order and augmentation (slower parallel maps otherwise).
+      keys: only these batch keys (e.g. ``("image", "label")``); masks and segmentation are not
+        even decoded when not asked for. Default: all.
+      grayscale_to_rgb: repeat single-channel images to 3 channels.
+      shuffle_buffer: examples in the shuffle buffer (default: the whole split for datasets
+        cached in memory, else 2048).
+
+    Raises:
+      ValueError: unknown dataset or key, bad sizes or process indices.
+      DatasetNotPreparedError: a real dataset that is not in the data dir.
+    """
+    spec = get_spec(name)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(
+            f"need 0 <= process_index < process_count, got {process_index}, {process_count}"
+        )
+    if image_size is not None:
+        image_size = tuple(int(s) for s in image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be (H, W) positive, got {image_size}")
+    elif None in spec.image_shape[:2]:
+        raise ValueError(f"{name!r} has images of varying size: pass image_size=(H, W)")
+    wanted = _wanted_keys(spec, keys)
+    skipped = [p for k, p in spec.optional_features.items() if k not in wanted]
+    if repeat is None:
+        repeat = train
+    epochs = None if repeat is True else max(1, int(repeat))
+    drop_remainder = train if drop_remainder is None else drop_remainder
+
+    ds = _read(
+        spec,
+        split,
+        data_dir=data_dir,
+        train=train,
+        seed=seed,
+        skipped=skipped,
+        process_index=process_index,
+        process_count=process_count,
+    )
+
+    def to_example(ex: dict) -> dict:
+        for path in skipped:
+            ex = _drop_path(ex, path)
+        example = spec.to_example(ex)
+        return {k: v for k, v in example.items() if k in wanted}
+
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if spec.cache:
+        ds = ds.cache()
+    if train:
+        if shuffle_buffer is None:
+            size = int(ds.cardinality())
+            shuffle_buffer = size if spec.cache and size > 0 else DEFAULT_SHUFFLE_BUFFER
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat(epochs) if epochs != 1 else ds
+
+    aug = spec.augmentation
+    base_seed = tf.constant([seed, process_index], tf.int64)
+
+    def process(index: tf.Tensor, example: dict) -> dict:
+        if train and augment:
+            seeds = tf.random.experimental.stateless_split(
+                tf.stack([base_seed[0], base_seed[1] * (1 << 40) + index]), 3
+            )
+            if aug.hflip:
+                example = T.random_flip(example, seeds[0])
+            if aug.translate:
+                example = T.random_translate(example, seeds[1], aug.translate)
+            if aug.crop_min_scale is not None:
+                example = T.random_resized_crop(
+                    example, seeds[2], aug.crop_min_scale, out_size=image_size
+                )
+        if image_size is not None and tuple(example[IMAGE].shape[:2]) != image_size:
+            example = T.resize(example, image_size)
+        if grayscale_to_rgb and example[IMAGE].shape[-1] == 1:
+            example = T.grayscale_to_rgb(example)
+        example = T.normalize(example, spec.mean, spec.std)
+        if BOXES in example:
+            example = T.pad_objects(example, max_objects)
+            if BOXES not in (keys or wanted):
+                example.pop(BOXES)
+        if not train:
+            example[EXAMPLE_VALID] = tf.constant(True)
+        return example
+
+    ds = ds.enumerate().map(
+        process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
+    if not train and _eval_shard_is_short(spec, split, data_dir, process_index, process_count):
+        # Shares of an uneven split differ by one example; a blank one (example_valid False)
+        # gives every process the same number of batches, so multi-host eval steps line up.
+        blank = ds.take(1).map(lambda ex: {k: tf.zeros_like(v) for k, v in ex.items()})
+        ds = ds.concatenate(blank)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if not train and not drop_remainder:
+        ds = ds.map(lambda b: _pad_batch(b, batch_size), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_shard_is_short(spec, split, data_dir, process_index, process_count) -> bool:
+    """Whether this process's even share of ``split`` has one example fewer than the first's
+    (tfds.even_splits gives the remainder to the first processes)."""
+    if process_count == 1:
+        return False
+    try:
+        total = load_builder(spec, data_dir).info.splits[split].num_examples
+    except (KeyError, ValueError):  # split sizes unknown (e.g. tfds mock data)
+        return False
+    remainder = total % process_count
+    return remainder > 0 and process_index >= remainder
+
+
+def _pad_batch(batch: dict, batch_size: int) -> dict:
+    """Pads every ``(b, ...)`` value to ``(batch_size, ...)`` with zeros / False."""
+    out = {}
+    for key, value in batch.items():
+        pad = batch_size - tf.shape(value)[0]
+        value = tf.pad(value, [[0, pad]] + [[0, 0]] * (value.shape.rank - 1))
+        out[key] = tf.ensure_shape(value, [batch_size, *value.shape[1:]])
+    return out
