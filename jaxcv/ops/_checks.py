@@ -49,7 +49,9 @@ def check_last_dim(x: jax.typing.ArrayLike, n: int, name: str) -> None:
         raise ValueError(f"{name} must have shape (..., {n}), got shape {shape}")
 
 
-def check_boxes(x: jax.typing.ArrayLike, name: str, rank: int | Sequence[int] | None = None) -> None:
+def check_boxes(
+    x: jax.typing.ArrayLike, name: str, rank: int | Sequence[int] | None = None
+) -> None:
     """Raise ``ValueError`` unless ``x`` looks like boxes ``(..., 4)`` (optionally of ``rank``)."""
     if rank is not None:
         check_rank(x, rank, name)
