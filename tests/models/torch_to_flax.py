@@ -1,0 +1,109 @@
+"""Test oracle helpers: copy torchvision weights into jaxcv's Flax variables.
+
+Written independently of any runtime converter, from torchvision's module structure, so the
+parity tests check jaxcv's layer layout against torchvision's (NCHW -> NHWC, OIHW -> HWIO,
+``(out, in)`` -> ``(in, out)``, BN statistics, and VGG's ``(c, h, w)`` flatten order).
+"""
+
+import numpy as np
+import torch
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.float32)
+
+
+def nchw_to_nhwc(x: torch.Tensor) -> np.ndarray:
+    return np.transpose(to_numpy(x), (0, 2, 3, 1))
+
+
+def conv_params(module: torch.nn.Conv2d) -> dict:
+    params = {"kernel": np.transpose(to_numpy(module.weight), (2, 3, 1, 0))}
+    if module.bias is not None:
+        params["bias"] = to_numpy(module.bias)
+    return params
+
+
+def linear_params(module: torch.nn.Linear) -> dict:
+    return {"kernel": to_numpy(module.weight).T, "bias": to_numpy(module.bias)}
+
+
+def bn_params(module: torch.nn.BatchNorm2d) -> tuple[dict, dict]:
+    params = {"scale": to_numpy(module.weight), "bias": to_numpy(module.bias)}
+    stats = {"mean": to_numpy(module.running_mean), "var": to_numpy(module.running_var)}
+    return params, stats
+
+
+def randomize_batch_norms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial affine parameters and running statistics."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+
+
+def resnet_variables(model: torch.nn.Module) -> dict:
+    """torchvision ResNet -> ``{"params", "batch_stats"}`` of ``jaxcv.models.ResNet``."""
+    params: dict = {"backbone": {"conv1": conv_params(model.conv1)}}
+    stats: dict = {"backbone": {}}
+    params["backbone"]["bn1"], stats["backbone"]["bn1"] = bn_params(model.bn1)
+    for s in range(1, 5):
+        layer_p, layer_s = {}, {}
+        for i, block in enumerate(getattr(model, f"layer{s}")):
+            bp, bs = {}, {}
+            for j in (1, 2, 3):
+                if hasattr(block, f"conv{j}"):
+                    bp[f"conv{j}"] = conv_params(getattr(block, f"conv{j}"))
+                    bp[f"bn{j}"], bs[f"bn{j}"] = bn_params(getattr(block, f"bn{j}"))
+            if block.downsample is not None:
+                bp["downsample_conv"] = conv_params(block.downsample[0])
+                bp["downsample_bn"], bs["downsample_bn"] = bn_params(block.downsample[1])
+            layer_p[f"block{i}"], layer_s[f"block{i}"] = bp, bs
+        params["backbone"][f"layer{s}"] = layer_p
+        stats["backbone"][f"layer{s}"] = layer_s
+    params["fc"] = linear_params(model.fc)
+    return {"params": params, "batch_stats": stats}
+
+
+def vgg_variables(model: torch.nn.Module, pool_output: tuple[int, int] = (7, 7)) -> dict:
+    """torchvision VGG -> ``{"params"[, "batch_stats"]}`` of ``jaxcv.models.VGG``."""
+    backbone_p, backbone_s = {}, {}
+    stage, index = 1, 0
+    for module in model.features:
+        if isinstance(module, torch.nn.Conv2d):
+            index += 1
+            backbone_p[f"conv{stage}_{index}"] = conv_params(module)
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            name = f"bn{stage}_{index}"
+            backbone_p[name], backbone_s[name] = bn_params(module)
+        elif isinstance(module, torch.nn.MaxPool2d):
+            stage, index = stage + 1, 0
+    fc6, fc7, fc8 = (model.classifier[k] for k in (0, 3, 6))
+    h, w = pool_output
+    weight = to_numpy(fc6.weight)  # (F, C * h * w), flattened in (c, h, w) order
+    out_features = weight.shape[0]
+    channels = weight.shape[1] // (h * w)
+    kernel = weight.reshape(out_features, channels, h, w).transpose(2, 3, 1, 0)
+    params = {
+        "backbone": backbone_p,
+        "fc6": {
+            "kernel": kernel.reshape(h * w * channels, out_features),
+            "bias": to_numpy(fc6.bias),
+        },
+        "fc7": linear_params(fc7),
+        "fc8": linear_params(fc8),
+    }
+    variables = {"params": params}
+    if backbone_s:
+        variables["batch_stats"] = {"backbone": backbone_s}
+    return variables
+
+
+def relative_error(actual, expected) -> float:
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-12))
