@@ -1,0 +1,185 @@
+"""The ``jaxcv`` command (the only place with command-line flags).
+
+    jaxcv train EXPERIMENT --workdir DIR [--set key=value ...]
+    jaxcv eval EXPERIMENT --workdir DIR [--checkpoint best|latest] [--set key=value ...]
+    jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--top-k K]
+    jaxcv data prepare NAME [--data-dir DIR]
+    jaxcv demo [--workdir DIR]
+    jaxcv list
+
+``EXPERIMENT`` is a name of :data:`jaxcv.experiments.EXPERIMENTS` (``jaxcv list``) or the path
+to a ``.py`` file with ``get_config()``. ``--set`` values are Python literals checked against
+the existing key's type (``--set train.num_steps=500 --set model.channels=(16,32)``).
+Also runnable as ``python -m jaxcv.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import jaxcv  # noqa: F401  (sets the CPU XLA flag before jax initialises)
+
+DEMO_EXPERIMENTS = ("digits_cnn",)
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+DEBUG_ENV = "JAXCV_DEBUG"
+
+
+def _add_experiment_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="experiment name (see `jaxcv list`) or a .py path")
+    parser.add_argument("--workdir", required=True, type=Path, help="run directory")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.num_steps=100 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``jaxcv`` command."""
+    parser = argparse.ArgumentParser(
+        prog="jaxcv", description="Train, evaluate and use jaxcv computer-vision models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train an experiment (resumes from the workdir)")
+    _add_experiment_args(p)
+
+    p = sub.add_parser("eval", help="evaluate a trained run's checkpoint")
+    _add_experiment_args(p)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    _add_experiment_args(p)
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--top-k", type=int, default=1, help="show the K most likely classes")
+
+    p = sub.add_parser("data", help="dataset commands")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prep = data_sub.add_parser("prepare", help="build/cache a dataset (no-op when cached)")
+    prep.add_argument("name", help="dataset name, e.g. digits, shapes/single, mnist")
+    prep.add_argument("--data-dir", type=Path, default=None)
+
+    p = sub.add_parser("demo", help="train and evaluate the demo experiments on built-in data")
+    p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
+
+    sub.add_parser("list", help="list the experiments")
+    return parser
+
+
+def _cmd_list() -> int:
+    from jaxcv import experiments
+
+    for name in sorted(experiments.EXPERIMENTS):
+        try:
+            line = experiments.describe(name)
+        except (ValueError, OSError) as e:
+            line = f"(unavailable: {e})"
+        print(f"{name:24s} {line}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from jaxcv import experiments
+    from jaxcv.train.loop import train_and_evaluate
+
+    config = experiments.load_config(args.experiment, args.overrides)
+    train_and_evaluate(config, args.workdir)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from jaxcv import experiments
+    from jaxcv.train.inference import evaluate_checkpoint
+
+    config = experiments.load_config(args.experiment, args.overrides)
+    evaluate_checkpoint(config, args.workdir, which=args.checkpoint)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from jaxcv import experiments
+    from jaxcv.train.inference import predict_images
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1; got {args.top_k}")
+    config = experiments.load_config(args.experiment, args.overrides)
+    for row in predict_images(
+        config, args.workdir, args.images, which=args.checkpoint, top_k=args.top_k
+    ):
+        ranked = ", ".join(f"{name} ({p:.3f})" for name, p in row["top"])
+        print(f"{row['path']}: {ranked}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from jaxcv import data
+
+    data.prepare(args.name, data_dir=args.data_dir)
+    print(f"{args.name}: ready")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from jaxcv import experiments
+    from jaxcv.train.loop import train_and_evaluate
+
+    reports = []
+    for name in DEMO_EXPERIMENTS:
+        workdir = args.workdir / name
+        print(f"== {name} -> {workdir}")
+        results = train_and_evaluate(experiments.load_config(name), workdir)
+        reports.append((name, workdir / "report.md", results))
+    print("\nDemo finished:")
+    for name, report, results in reports:
+        acc = results.get("test/accuracy")
+        figure = f"test/accuracy={acc:.4f}  " if acc is not None else ""
+        print(f"  {name}: {figure}report: {report.resolve()}")
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "predict": _cmd_predict,
+    "data": _cmd_data,
+    "demo": _cmd_demo,
+    "list": lambda args: _cmd_list(),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``jaxcv`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Configuration mistakes (unknown experiment or key, bad ``--set`` value, another
+    experiment's checkpoints in the workdir, a dataset that is not prepared) print one clear
+    ``jaxcv: error: ...`` line and exit with 2; a non-finite loss exits with 1.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from jaxcv.data import DatasetNotPreparedError
+    from jaxcv.train.runtime import NonFiniteLossError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except NonFiniteLossError as e:
+        print(f"jaxcv: training stopped: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (DatasetNotPreparedError, ValueError, FileNotFoundError) as e:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(f"jaxcv: error: {e}", file=sys.stderr)
+        print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Experiment configs by name, and ``--set key=value`` overrides.
+
+Every experiment is one file ``experiments/NAME.py`` in the repository with a ``get_config()``
+returning an ``ml_collections.ConfigDict`` and a docstring giving the command, the hardware and
+the expected result. :data:`EXPERIMENTS` is the explicit lookup table (no registry magic): add
+a line there when adding a file. Any other ``.py`` file with a ``get_config()`` can be passed
+by path.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import ml_collections
+
+__all__ = [
+    "EXPERIMENTS",
+    "apply_overrides",
+    "describe",
+    "experiment_path",
+    "experiments_dir",
+    "load_config",
+    "load_module",
+]
+
+# Explicit name -> file in experiments/.
+EXPERIMENTS: dict[str, str] = {
+    "digits_cnn": "digits_cnn.py",
+    "shapes_classify": "shapes_classify.py",
+    "mnist_cnn": "mnist_cnn.py",
+    "cifar10_resnet18": "cifar10_resnet18.py",
+}
+
+DIR_ENV = "JAXCV_EXPERIMENTS_DIR"
+
+
+def experiments_dir() -> Path:
+    """``$JAXCV_EXPERIMENTS_DIR``, else the repository's ``experiments/`` folder."""
+    if os.environ.get(DIR_ENV):
+        return Path(os.environ[DIR_ENV])
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def experiment_path(name_or_path: str | os.PathLike) -> Path:
+    """The ``.py`` file of experiment ``name_or_path`` (a name of :data:`EXPERIMENTS` or a path).
+
+    Raises:
+      ValueError: unknown name (lists the valid names) or a path that does not exist.
+    """
+    text = str(name_or_path)
+    if text.endswith(".py") or os.sep in text or "/" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"experiment file {text!r} does not exist")
+        return path
+    if text not in EXPERIMENTS:
+        raise ValueError(
+            f"unknown experiment {text!r}; valid experiments: {', '.join(sorted(EXPERIMENTS))} "
+            "(or pass the path to a .py file with get_config())"
+        )
+    path = experiments_dir() / EXPERIMENTS[text]
+    if not path.is_file():
+        raise ValueError(
+            f"experiment {text!r} should be at {path}, which does not exist; set {DIR_ENV} to "
+            "the repository's experiments/ folder"
+        )
+    return path
+
+
+def load_module(name_or_path: str | os.PathLike) -> ModuleType:
+    """Import the experiment file (see :func:`experiment_path`) as a module."""
+    path = experiment_path(name_or_path)
+    spec = importlib.util.spec_from_file_location(f"jaxcv_experiment_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import experiment file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"experiment file {path} has no get_config() function")
+    return module
+
+
+def load_config(
+    name_or_path: str | os.PathLike, overrides: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+    """``get_config()`` of the experiment, with ``key=value`` overrides applied."""
+    config = load_module(name_or_path).get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(
+            f"get_config() of {name_or_path} must return an ml_collections.ConfigDict; "
+            f"got {type(config).__name__}"
+        )
+    return apply_overrides(config, overrides)
+
+
+def describe(name: str) -> str:
+    """The first line of experiment ``name``'s docstring."""
+    doc = (load_module(name).__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += _flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _parse_literal(text: str) -> Any:
+    lowered = text.strip()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    return ast.literal_eval(lowered)
+
+
+def _coerce(key: str, text: str, current: Any) -> Any:
+    """Parse ``text`` as a Python literal of ``current``'s type (see :func:`apply_overrides`)."""
+
+    def bad(expected: str, detail: str = "") -> ValueError:
+        return ValueError(
+            f"bad value for {key}={text!r}: expected {expected} (current value {current!r})"
+            + (f"; {detail}" if detail else "")
+        )
+
+    if isinstance(current, str):
+        try:
+            value = _parse_literal(text)
+        except (ValueError, SyntaxError):
+            return text  # bare words are strings
+        return value if isinstance(value, str) or value is None else text
+    try:
+        value = _parse_literal(text)
+    except (ValueError, SyntaxError) as e:
+        if current is None:
+            return text
+        raise bad(type(current).__name__, "not a Python literal") from e
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise bad("True or False")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an int")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if isinstance(current, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise bad(f"a {type(current).__name__} such as {current!r}")
+        return type(current)(value)
+    if type(value) is not type(current):
+        raise bad(type(current).__name__)
+    return value
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+    """Apply ``key=value`` strings (dotted keys, e.g. ``train.num_steps=100``) to ``config``.
+
+    Values are Python literals checked against the existing value's type: ``int`` fields take
+    ints, ``float`` fields ints or floats, ``bool`` fields ``True``/``False`` (or
+    ``true``/``false``), tuples/lists take lists or tuples, ``str`` fields take bare words or
+    quoted strings, and any field takes ``None``; a field that is ``None`` takes any literal (a
+    bare word as a string).
+
+    Raises:
+      ValueError: malformed override, unknown key (lists the valid keys at that level) or a
+        value of the wrong type (names the key, the value and the expected type).
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(
+                f"override {item!r} must look like key=value (e.g. train.num_steps=10)"
+            )
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node = config
+        for i, part in enumerate(parts):
+            where = ".".join(parts[:i])
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                if isinstance(node, ml_collections.ConfigDict):
+                    valid = ", ".join(_flat_keys(node, f"{where}." if where else ""))
+                    raise ValueError(f"unknown config key {key!r}; valid keys: {valid}")
+                raise ValueError(f"unknown config key {key!r}: {where!r} is not a section")
+            if i < len(parts) - 1:
+                node = node[part]
+        current = node[parts[-1]]
+        if isinstance(current, ml_collections.ConfigDict):
+            raise ValueError(
+                f"{key!r} is a section; set one of its keys: "
+                + ", ".join(_flat_keys(current, f"{key}."))
+            )
+        value = _coerce(key, text, current)
+        try:
+            node[parts[-1]] = value
+        except TypeError as e:
+            raise ValueError(f"bad value for {key}={text!r}: {e}") from e
+    return config

@@ -1,0 +1,1 @@
+"""Figures for run reports, written as PNG files (matplotlib, no display needed)."""
