@@ -33,7 +33,10 @@ def test_opt_out():
 
 def test_jax_accepts_flag_in_fresh_process():
     """jax must start (and compute) with the flag: an unknown flag aborts XLA at backend init."""
-    code = "import jaxcv, jax.numpy as jnp, os; print(float(jnp.ones(3).sum()), os.environ['XLA_FLAGS'])"
+    code = (
+        "import jaxcv, jax.numpy as jnp, os; "
+        "print(float(jnp.ones(3).sum()), os.environ['XLA_FLAGS'])"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXCV_NO_XLA_FLAGS")}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
