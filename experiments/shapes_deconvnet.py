@@ -1,0 +1,71 @@
+"""DeconvNet (small encoder) semantic segmentation of the built-in `shapes/multi` scenes.
+
+Command:   jaxcv train shapes_deconvnet --workdir runs/shapes_deconvnet
+Hardware:  2 CPU cores, no GPU, no network (shapes/multi is generated locally on first use:
+           6,000 train / 500 validation / 1,000 test 128x128 scenes, 4 object classes + background).
+Expected:  test mIoU, pixel/mean accuracy and fwIoU in results.json (`test/mIoU`, ...), for the
+           FCN-paper-style table next to shapes_fcn32s/16s/8s and shapes_patch_cnn. Not run to the
+           end in the session that wrote it.
+
+Model: DeconvNet (Noh et al. 2015) with BatchNorm: a five-stage encoder (16, 32, 64x2, 96x2,
+128x2 channels) whose 2x2 max-pools keep their switches, `fc6` a 4x4 valid conv (the 4x4 `pool5`
+of a 128x128 input -> 1x1, as VGG-16's 7x7 `fc6` on 224x224), `fc7` 1x1, then the mirrored
+decoder: a 4x4 transposed conv, and per stage unpooling through the switches followed by 3x3
+transposed convs. Trained from scratch with AdamW and a cosine schedule; per-pixel softmax
+cross-entropy with ignore label 255. `model.num_classes = 5` counts the background.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The shapes_deconvnet config (see the module docstring)."""
+    config = ml_collections.ConfigDict()
+    config.name = "shapes_deconvnet"
+    config.seed = 0
+    config.task = "segmentation"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "shapes/multi"
+    config.data.data_dir = None
+    config.data.batch_size = 16
+    config.data.eval_batch_size = 50
+    config.data.image_size = None
+    config.data.augment = True
+    config.data.max_objects = 16
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "deconvnet"
+    config.model.num_classes = 5  # background + 4 shape classes
+    config.model.stages = ((16,), (32,), (64, 64), (96, 96), (128, 128))
+    config.model.batch_norm = True
+    config.model.fc_width = 256
+    config.model.fc6_kernel = 4
+    config.model.dropout_rate = 0.2
+    config.model.dtype = "float32"
+
+    config.segmentation = ml_collections.ConfigDict()
+    config.segmentation.ignore_label = 255
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 100
+    config.optimizer.grad_clip_norm = None
+    config.optimizer.freeze = []
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 3000
+    config.train.log_every = 50
+    config.train.eval_every = 1000
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 2
+    config.train.best_metric = "test/mIoU"
+    config.train.best_mode = "max"
+    config.train.parallel = "mesh"
+    config.train.on_nonfinite = "stop"
+    return config
