@@ -89,10 +89,9 @@ def _cmd_list() -> int:
 
 def _cmd_train(args) -> int:
     from jaxcv import experiments
-    from jaxcv.train.loop import train_and_evaluate
 
     config = experiments.load_config(args.experiment, args.overrides)
-    train_and_evaluate(config, args.workdir)
+    experiments.run(config, args.workdir)
     return 0
 
 

@@ -10,6 +10,7 @@ by path.
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -21,12 +22,14 @@ import ml_collections
 
 __all__ = [
     "EXPERIMENTS",
+    "STUDIES",
     "apply_overrides",
     "describe",
     "experiment_path",
     "experiments_dir",
     "load_config",
     "load_module",
+    "run",
 ]
 
 # Explicit name -> file in experiments/.
@@ -35,6 +38,31 @@ EXPERIMENTS: dict[str, str] = {
     "shapes_classify": "shapes_classify.py",
     "mnist_cnn": "mnist_cnn.py",
     "cifar10_resnet18": "cifar10_resnet18.py",
+    "digits_ae_pca": "digits_ae_pca.py",
+    "digits_ae_embed": "digits_ae_embed.py",
+    "digits_pretrain_finetune": "digits_pretrain_finetune.py",
+    "digits_vae": "digits_vae.py",
+    "mnist_ae_pca": "mnist_ae_pca.py",
+    "mnist_vae": "mnist_vae.py",
+    "shapes_fcn32s": "shapes_fcn32s.py",
+    "shapes_fcn16s": "shapes_fcn16s.py",
+    "shapes_fcn8s": "shapes_fcn8s.py",
+    "shapes_deconvnet": "shapes_deconvnet.py",
+    "shapes_patch_cnn": "shapes_patch_cnn.py",
+    "shapes_localize": "shapes_localize.py",
+    "shapes_overfeat": "shapes_overfeat.py",
+    "imagenet_localize": "imagenet_localize.py",
+    "shapes_faster_rcnn": "shapes_faster_rcnn.py",
+}
+
+# Explicit ``config.study`` name -> "module:function" of a driver ``(config, workdir) -> results``
+# for experiments that need more than one training run (imported only when used).
+STUDIES: dict[str, str] = {
+    "ae_pca": "jaxcv.studies.unsupervised:run_unsupervised_study",
+    "ae_embed": "jaxcv.studies.unsupervised:run_unsupervised_study",
+    "pretrain_finetune": "jaxcv.studies.unsupervised:run_unsupervised_study",
+    "vae": "jaxcv.studies.unsupervised:run_unsupervised_study",
+    "overfeat": "jaxcv.studies.overfeat:run_overfeat",
 }
 
 DIR_ENV = "JAXCV_EXPERIMENTS_DIR"
@@ -213,3 +241,18 @@ def apply_overrides(
         except TypeError as e:
             raise ValueError(f"bad value for {key}={text!r}: {e}") from e
     return config
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Run an experiment config in ``workdir``: its study driver when ``config.study`` is set
+    (see :data:`STUDIES`), otherwise :func:`jaxcv.train.loop.train_and_evaluate`."""
+    study = config.get("study")
+    if study is None:
+        from jaxcv.train.loop import train_and_evaluate
+
+        return train_and_evaluate(config, workdir)
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; valid studies: {', '.join(sorted(STUDIES))}")
+    module_name, function_name = STUDIES[study].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, function_name)(config, workdir)

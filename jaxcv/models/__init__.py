@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxcv.models.autoencoder import Autoencoder, EncoderClassifier
 from jaxcv.models.backbones import (
     CNN,
     VGG,
@@ -34,7 +35,13 @@ from jaxcv.models.backbones import (
     ResNetStage,
     VGGBackbone,
 )
+from jaxcv.models.deconvnet import DeconvNet
+from jaxcv.models.faster_rcnn import FasterRCNN
+from jaxcv.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from jaxcv.models.layers import canonical_dtype
+from jaxcv.models.localizer import Localizer
+from jaxcv.models.patch_cnn import PatchCNN
+from jaxcv.models.vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {
     "cnn": CNN,
@@ -45,6 +52,17 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet18": ResNet18,
     "resnet34": ResNet34,
     "resnet50": ResNet50,
+    "autoencoder": Autoencoder,
+    "encoder_classifier": EncoderClassifier,
+    "vae": VAE,
+    "fcn": FCN,
+    "fcn32s": FCN32s,
+    "fcn16s": FCN16s,
+    "fcn8s": FCN8s,
+    "deconvnet": DeconvNet,
+    "patch_cnn": PatchCNN,
+    "localizer": Localizer,
+    "faster_rcnn": FasterRCNN,
 }
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")

@@ -55,7 +55,15 @@ __all__ = ["NonFiniteLossError", "train_and_evaluate", "write_outputs"]
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
-_REPORT_KEYS = ("accuracy", "top5_accuracy", "loss")
+_REPORT_KEYS = (
+    "accuracy",
+    "top5_accuracy",
+    "localization_accuracy",
+    "pixel_accuracy",
+    "mIoU",
+    "mAP50",
+    "loss",
+)
 
 
 def _check_train_config(config: ml_collections.ConfigDict, multiple: int) -> None:
@@ -111,13 +119,7 @@ def write_outputs(
     (workdir / results_file).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     figures = []
     if evaluation is not None:
-        figures = report_lib.classification_figures(
-            workdir / report_lib.FIGURES_DIR,
-            getattr(evaluation.evaluator, "confusion_matrix", None),
-            evaluation.samples,
-            class_names,
-            split=evaluation.split,
-        )
+        figures = report_lib.task_figures(workdir / report_lib.FIGURES_DIR, evaluation, class_names)
     return report_lib.write_report(
         workdir,
         title=f"{config.name}",

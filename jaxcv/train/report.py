@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxcv.tasks.segmentation import segmentation_figures
 from jaxcv.train.logging import metric_history
+from jaxcv.viz.generative import reconstruction_figure
 from jaxcv.viz.images import prediction_grid
 from jaxcv.viz.plots import plot_confusion_matrix, plot_curves
 
@@ -161,3 +163,28 @@ def summarize(results: dict[str, Any], keys: Sequence[str]) -> str:
     """One line ``key=value`` for the given result keys that exist (for terminal output)."""
     parts = [f"{k}={_format_value(float(results[k]))}" for k in keys if k in results]
     return " ".join(parts)
+
+
+def task_figures(fig_dir: Path, evaluation, class_names: Sequence[str]) -> list[tuple[str, Path]]:
+    """The figures that fit what the task predicted, as ``[(heading, png_path)]``.
+
+    Classifiers (samples with ``pred_label``) get a confusion matrix and a prediction grid;
+    autoencoders and VAEs (samples with ``reconstruction``) a reconstruction strip;
+    segmentation models (``pred_segmentation``) colour overlays.
+    """
+    samples = evaluation.samples
+    if samples is not None and "pred_segmentation" in samples:
+        return segmentation_figures(fig_dir, samples, class_names, split=evaluation.split)
+    if samples is not None and "reconstruction" in samples:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        path = reconstruction_figure(samples, fig_dir / "reconstructions.png")
+        return [(f"Reconstructions ({evaluation.split})", path)]
+    if samples is not None and not {"label", "pred_label"} <= set(samples):
+        return []  # box-drawing figures for localization/detection runs are still open
+    return classification_figures(
+        fig_dir,
+        getattr(evaluation.evaluator, "confusion_matrix", None),
+        samples,
+        class_names,
+        split=evaluation.split,
+    )

@@ -20,6 +20,10 @@ import numpy as np
 
 from jaxcv import data as jdata
 from jaxcv.models import build_model
+from jaxcv.tasks import autoencoder as autoencoder_tasks
+from jaxcv.tasks import faster_rcnn as faster_rcnn_tasks
+from jaxcv.tasks import localization as localization_tasks
+from jaxcv.tasks import segmentation as segmentation_tasks
 from jaxcv.tasks.classification import EXAMPLE_VALID, ClassificationTask
 from jaxcv.train.checkpoint import fingerprint
 
@@ -54,10 +58,27 @@ def _classification(config: ml_collections.ConfigDict, model) -> ClassificationT
 
 
 # Explicit name -> task constructor ``(config, model) -> Task``.
-TASKS = {"classification": _classification}
+TASKS = {
+    "classification": _classification,
+    "autoencoder": autoencoder_tasks.make_autoencoder_task,
+    "vae": autoencoder_tasks.make_vae_task,
+    "segmentation": segmentation_tasks.build_segmentation_task,
+    "localization": localization_tasks.make_localization_task,
+    "faster_rcnn": faster_rcnn_tasks.task_from_config,
+}
 
 # Explicit name -> the batch keys the task reads (the pipeline skips decoding the others).
-TASK_KEYS = {"classification": ("image", "label")}
+TASK_KEYS = {
+    "classification": ("image", "label"),
+    **autoencoder_tasks.TASK_KEYS,
+    "segmentation": ("image", "segmentation"),
+    # The image-level label is derived from the first valid object, so VOC-style data works.
+    "localization": localization_tasks.LOCALIZATION_KEYS,
+    "faster_rcnn": ("image", "boxes", "classes", "valid", "original_size"),
+}
+
+# Tasks whose ``num_classes`` counts the background class too (per-pixel labels 0..K).
+_WITH_BACKGROUND = ("segmentation",)
 
 
 def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
@@ -78,9 +99,9 @@ def make_model(config: ml_collections.ConfigDict, info) -> Any:
     fields = config.model.to_dict()
     name = fields.pop("name")
     if "num_classes" in fields and fields["num_classes"] is None:
-        fields["num_classes"] = int(info.num_classes)
+        fields["num_classes"] = int(info.num_classes) + (config.task in _WITH_BACKGROUND)
         with config.unlocked():
-            config.model.num_classes = int(info.num_classes)
+            config.model.num_classes = fields["num_classes"]
     return build_model(name, **fields)
 
 

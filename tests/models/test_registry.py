@@ -9,17 +9,12 @@ from jaxcv.models import MODELS, build_model, model_fields
 
 
 def test_models_registry_names():
-    assert set(MODELS) == {
-        "cnn",
-        "vgg11",
-        "vgg11_bn",
-        "vgg16",
-        "vgg16_bn",
-        "resnet18",
-        "resnet34",
-        "resnet50",
-    }
-    for name in MODELS:
+    classifiers = {"cnn", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"}
+    classifiers |= {"resnet18", "resnet34", "resnet50"}
+    others = {"autoencoder", "encoder_classifier", "vae", "fcn", "fcn32s", "fcn16s", "fcn8s"}
+    others |= {"deconvnet", "patch_cnn", "localizer", "faster_rcnn"}
+    assert set(MODELS) == classifiers | others
+    for name in classifiers:
         fields = model_fields(name)
         assert {"num_classes", "dtype", "param_dtype"} <= set(fields)
         assert "parent" not in fields and "name" not in fields
