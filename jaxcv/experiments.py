@@ -44,6 +44,8 @@ EXPERIMENTS: dict[str, str] = {
     "digits_vae": "digits_vae.py",
     "mnist_ae_pca": "mnist_ae_pca.py",
     "mnist_vae": "mnist_vae.py",
+    "mnist_ae_embed": "mnist_ae_embed.py",
+    "mnist_pretrain_finetune": "mnist_pretrain_finetune.py",
     "shapes_fcn32s": "shapes_fcn32s.py",
     "shapes_fcn16s": "shapes_fcn16s.py",
     "shapes_fcn8s": "shapes_fcn8s.py",
