@@ -19,62 +19,18 @@ side-by-side reconstructions.
 
 import ml_collections
 
+from jaxcv.experiments import load_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-    """The mnist_vae config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
+    """The mnist_vae config: digits_vae on MNIST (wider MLP, 16-D latent)."""
+    config = load_config("digits_vae")
     config.name = "mnist_vae"
-    config.seed = 0
-    config.task = "vae"
-    config.study = "vae"
-
-    config.data = ml_collections.ConfigDict()
     config.data.name = "mnist"
-    config.data.data_dir = None
     config.data.batch_size = 128
     config.data.eval_batch_size = 500
-    config.data.image_size = None
-    config.data.augment = False
-    config.data.max_objects = 1
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "vae"
-    config.model.latent_dim = 16
     config.model.image_shape = (28, 28, 1)
-    config.model.architecture = "mlp"
-    config.model.channels = (32, 64)
+    config.model.latent_dim = 16
     config.model.hidden_units = (512, 256)
-    config.model.dtype = "float32"
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 0.0
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
     config.train.num_steps = 20000
-    config.train.log_every = 100
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 1
-    config.train.best_metric = None
-    config.train.best_mode = "min"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
-
-    config.unsupervised = ml_collections.ConfigDict()
-    config.unsupervised.likelihood = "bernoulli"
-    config.unsupervised.decoder_std = 0.1
-    config.unsupervised.beta = 1.0
-    config.unsupervised.binarize = True
-    config.unsupervised.binarize_threshold = 0.5
-    config.unsupervised.iwae_ks = (1, 10, 100, 1000)
-    config.unsupervised.iwae_chunk = 100
-    config.unsupervised.num_interpolations = 4
     return config

@@ -4,6 +4,7 @@ Eight CPU devices are forced before jax is imported anywhere, so that the data-p
 (sharded jit over a Mesh, pmap) run on one machine; single-device code is unaffected.
 """
 
+import contextlib
 import os
 
 _FLAG = "--xla_force_host_platform_device_count=8"
@@ -13,10 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # torchvision 0.29 segfaults when imported after tensorflow 2.21 in the same process (seen
 # with both wheels from PyPI); importing it first avoids that. It is a test-only oracle.
-try:
+with contextlib.suppress(ImportError):
     import torchvision  # noqa: F401
-except ImportError:
-    pass
 
 
 # --- Built-in datasets (data engineer) ----------------------------------------------------------

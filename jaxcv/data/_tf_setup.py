@@ -4,14 +4,14 @@ tf.data only feeds the accelerator; letting TensorFlow grab a GPU would take mem
 needs. The C++ log level is set before TensorFlow is imported (the user's value wins).
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf
 
-try:
+# RuntimeError: TensorFlow already initialised its devices (imported and used earlier).
+with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TensorFlow already initialised its devices (imported and used earlier)
-    pass
 tf.get_logger().setLevel("ERROR")
