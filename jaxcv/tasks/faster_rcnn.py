@@ -227,7 +227,8 @@ class FasterRCNNTask:
         return dict(self.model.init({"params": rng}, images, rois, train=False))
 
     def loss_fn(self, params, model_state, batch, rng, *, train: bool = True):
-        """The joint Faster R-CNN loss of one batch.
+        """The joint Faster R-CNN loss of one batch (:meth:`detector_loss` without its
+        intermediates).
 
         Args:
           params: the ``params`` collection; model_state: e.g. ``{'batch_stats': ...}`` or ``{}``.
@@ -241,6 +242,18 @@ class FasterRCNNTask:
           ``rpn_box``, ``roi_cls``, ``roi_box``, ``num_pos`` (sampled positive anchors per
           image), ``num_fg`` (foreground RoIs per image), ``num_proposals`` (valid proposals per
           image) and ``dropped_gt`` (ground-truth boxes dropped in the batch).
+        """
+        loss, metrics, new_model_state, _ = self.detector_loss(
+            params, model_state, batch, rng, train=train
+        )
+        return loss, (metrics, new_model_state)
+
+    def detector_loss(self, params, model_state, batch, rng, *, train: bool = True):
+        """:meth:`loss_fn` and the intermediates a head on the sampled RoIs needs (e.g. a
+        mask head): ``(loss, metrics, new_model_state, aux)`` with ``aux``: ``features
+        (B, h, w, C)``, ``sampled`` (:func:`~jaxcv.tasks.rcnn_targets.sample_rois`'s dict:
+        ``rois``, ``labels``, ``targets``, ``valid``, ``matched``), ``gt_valid (B, M)`` (after
+        sanitising) and ``variables`` (params plus the updated model state).
         """
         s = self.settings
         images = self._images(batch)
@@ -326,7 +339,13 @@ class FasterRCNNTask:
         }
         new_model_state = dict(model_state or {})
         new_model_state.update(updates)
-        return loss, (metrics, new_model_state)
+        aux = {
+            "features": features,
+            "sampled": sampled,
+            "gt_valid": gt_valid,
+            "variables": {"params": params, **new_model_state},
+        }
+        return loss, metrics, new_model_state, aux
 
     def predict_fn(self, variables: dict, batch: dict[str, Any]) -> dict[str, Array]:
         """Detections for ``batch['image'] (B, H, W, 3)``.
@@ -337,6 +356,11 @@ class FasterRCNNTask:
           (B, D, 4)`` in input pixels, ``scores (B, D)``, ``classes (B, D)`` int32 in ``1..K``,
           ``valid (B, D)`` bool, with ``D = detections_per_image``.
         """
+        return self.detect(variables, batch)[0]
+
+    def detect(self, variables: dict, batch: dict[str, Any]) -> tuple[dict[str, Array], Array]:
+        """:meth:`predict_fn` and the backbone's ``features (B, h, w, C)`` (for heads that run
+        on the final detections, e.g. a mask head)."""
         s = self.settings
         images = self._images(batch)
         image_size = images.shape[1:3]
@@ -372,7 +396,7 @@ class FasterRCNNTask:
         scale = _original_scale(batch, image_size)
         if scale is not None:
             out["boxes"] = out["boxes"] * scale
-        return out
+        return out, features
 
     def make_evaluator(self) -> DetectionEvaluator:
         """A fresh :class:`DetectionEvaluator`."""

@@ -195,7 +195,9 @@ def sample_rois(
     Returns:
       ``rois``: ``(B, S, 4)``; ``labels``: ``(B, S)`` int32 classes (0 = background);
       ``targets``: ``(B, S, 4)`` deltas to the matched ground truth (0 for background);
-      ``valid``: ``(B, S)`` bool (fewer candidates than ``S``).
+      ``valid``: ``(B, S)`` bool (fewer candidates than ``S``); ``matched``: ``(B, S)`` int32
+      index into the ``M`` ground-truth boxes of each RoI's best match (meaningful where
+      ``labels > 0``; e.g. to crop the matched instance's mask).
     """
     candidates, cand_valid = jnp.asarray(proposals), jnp.asarray(proposal_valid, bool)
     if add_gt_boxes:
@@ -217,12 +219,18 @@ def sample_rois(
         targets = encode_boxes(
             jnp.where(fg[:, None], boxes[matched[idx]], unit), safe_rois, weights
         )
-        return jnp.where(ok[:, None], rois, 0.0), labels, jnp.where(fg[:, None], targets, 0.0), ok
+        return (
+            jnp.where(ok[:, None], rois, 0.0),
+            labels,
+            jnp.where(fg[:, None], targets, 0.0),
+            ok,
+            jnp.where(fg, matched[idx], 0).astype(jnp.int32),
+        )
 
-    rois, labels, targets, ok = jax.vmap(one_image)(
+    rois, labels, targets, ok, matched = jax.vmap(one_image)(
         keys, candidates, cand_valid, gt_boxes, gt_classes, gt_valid
     )
-    return {"rois": rois, "labels": labels, "targets": targets, "valid": ok}
+    return {"rois": rois, "labels": labels, "targets": targets, "valid": ok, "matched": matched}
 
 
 def roi_loss(
