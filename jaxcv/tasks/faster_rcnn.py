@@ -165,6 +165,41 @@ def _original_scale(batch: dict[str, Any], image_size: Sequence[int]):
     return jnp.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
 
 
+#: predict_fn output key -> key of :func:`postprocess_detections`. The ``pred_`` prefix keeps
+#: them apart from the ground truth ``boxes``/``classes``/``valid`` of the batch, which the
+#: evaluation samples of the run report merge with the outputs.
+DETECTION_KEYS = {
+    "pred_boxes": "boxes",
+    "pred_scores": "scores",
+    "pred_classes": "classes",
+    "pred_valid": "valid",
+}
+
+
+def detection_outputs(
+    detections: dict[str, Array], batch: dict[str, Any], image_size: Sequence[int]
+) -> dict[str, Array]:
+    """A detector's ``predict_fn`` outputs from :func:`postprocess_detections`' result.
+
+    Args:
+      detections: ``boxes (B, D, 4)`` in input pixels, ``scores``, ``classes``, ``valid``
+        ``(B, D)``.
+      batch: the batch (its ``original_size (B, 2)``, when present, scales the boxes back).
+      image_size: static ``(H, W)`` of the network input.
+
+    Returns:
+      ``pred_boxes (B, D, 4)`` in original-image pixels (input pixels without
+      ``original_size``), ``pred_input_boxes (B, D, 4)`` in input pixels, ``pred_scores``,
+      ``pred_classes``, ``pred_valid`` ``(B, D)``.
+    """
+    out = {name: detections[key] for name, key in DETECTION_KEYS.items()}
+    out["pred_input_boxes"] = detections["boxes"]
+    scale = _original_scale(batch, image_size)
+    if scale is not None:
+        out["pred_boxes"] = detections["boxes"] * scale
+    return out
+
+
 class FasterRCNNTask:
     """The ``Task`` protocol for :class:`jaxcv.models.faster_rcnn.FasterRCNN`.
 
@@ -347,20 +382,13 @@ class FasterRCNNTask:
         }
         return loss, metrics, new_model_state, aux
 
-    def predict_fn(self, variables: dict, batch: dict[str, Any]) -> dict[str, Array]:
-        """Detections for ``batch['image'] (B, H, W, 3)``.
+    def detect(self, variables: dict, batch: dict[str, Any]) -> tuple[dict[str, Array], Array]:
+        """Detections and the backbone features they came from (for heads built on top, e.g.
+        a mask head).
 
         Returns:
-          ``boxes (B, D, 4)`` xyxy in original-image pixels (input pixels scaled by
-          ``original_size / (H, W)`` when the batch has ``original_size``), ``input_boxes
-          (B, D, 4)`` in input pixels, ``scores (B, D)``, ``classes (B, D)`` int32 in ``1..K``,
-          ``valid (B, D)`` bool, with ``D = detections_per_image``.
+          ``(outputs, features)``: ``outputs`` as :meth:`predict_fn`; ``features (B, h, w, C)``.
         """
-        return self.detect(variables, batch)[0]
-
-    def detect(self, variables: dict, batch: dict[str, Any]) -> tuple[dict[str, Array], Array]:
-        """:meth:`predict_fn` and the backbone's ``features (B, h, w, C)`` (for heads that run
-        on the final detections, e.g. a mask head)."""
         s = self.settings
         images = self._images(batch)
         image_size = images.shape[1:3]
@@ -381,7 +409,7 @@ class FasterRCNNTask:
         class_logits, box_deltas = self.model.apply(
             variables, features, proposals, method="box_head"
         )
-        out = postprocess_detections(
+        detections = postprocess_detections(
             class_logits,
             box_deltas,
             proposals,
@@ -392,11 +420,18 @@ class FasterRCNNTask:
             detections_per_image=s.detections_per_image,
             min_size=s.box_min_size,
         )
-        out["input_boxes"] = out["boxes"]
-        scale = _original_scale(batch, image_size)
-        if scale is not None:
-            out["boxes"] = out["boxes"] * scale
-        return out, features
+        return detection_outputs(detections, batch, image_size), features
+
+    def predict_fn(self, variables: dict, batch: dict[str, Any]) -> dict[str, Array]:
+        """Detections for ``batch['image'] (B, H, W, 3)``.
+
+        Returns:
+          :func:`detection_outputs` of the detections: ``pred_boxes (B, D, 4)`` xyxy in
+          original-image pixels, ``pred_input_boxes (B, D, 4)`` in input pixels,
+          ``pred_scores (B, D)``, ``pred_classes (B, D)`` int32 in ``1..K``, ``pred_valid
+          (B, D)`` bool, with ``D = detections_per_image``.
+        """
+        return self.detect(variables, batch)[0]
 
     def make_evaluator(self) -> DetectionEvaluator:
         """A fresh :class:`DetectionEvaluator`."""
@@ -408,8 +443,9 @@ class DetectionEvaluator:
 
     ``update`` takes the NumPy batch (``boxes``, ``classes``, ``valid``, optional
     ``example_valid``, ``original_size`` and ``ignore``) and the outputs of
-    :meth:`FasterRCNNTask.predict_fn`; ground truth is scaled to ``original_size`` like the
-    detections. ``result()`` gives ``mAP50`` (VOC2007 11-point), ``AP``, ``AP50``, ``AP75``
+    :meth:`FasterRCNNTask.predict_fn` (``pred_boxes``, ``pred_scores``, ``pred_classes``,
+    ``pred_valid``: :func:`detection_outputs`); ground truth is scaled to ``original_size``
+    like the detections. ``result()`` gives ``mAP50`` (VOC2007 11-point), ``AP``, ``AP50``, ``AP75``
     (COCO) and ``num_images``.
     """
 
@@ -429,10 +465,10 @@ class DetectionEvaluator:
             gt_classes=batch[types.CLASSES],
             gt_valid=batch.get(types.VALID),
             gt_difficult=batch.get(IGNORE),
-            det_boxes=outputs["boxes"],
-            det_scores=outputs["scores"],
-            det_classes=outputs["classes"],
-            det_valid=outputs["valid"],
+            det_boxes=outputs["pred_boxes"],
+            det_scores=outputs["pred_scores"],
+            det_classes=outputs["pred_classes"],
+            det_valid=outputs["pred_valid"],
             example_valid=batch.get(EXAMPLE_VALID),
         )
 

@@ -424,20 +424,24 @@ class PredictTest(chex.TestCase):
         out = self.variant(task.predict_fn)(variables, batch)
         # Boxes are mapped back to the original size (H, W) = (128, 32) and (64, 64).
         np.testing.assert_allclose(
-            out["boxes"][0], out["input_boxes"][0] * np.array([0.5, 2.0, 0.5, 2.0]), rtol=1e-6
+            out["pred_boxes"][0],
+            out["pred_input_boxes"][0] * np.array([0.5, 2.0, 0.5, 2.0]),
+            rtol=1e-6,
         )
-        np.testing.assert_allclose(out["boxes"][1], out["input_boxes"][1])
-        chex.assert_shape([out["boxes"], out["input_boxes"]], (2, 10, 4))
-        chex.assert_shape([out["scores"], out["classes"], out["valid"]], (2, 10))
-        valid = np.asarray(out["valid"])
+        np.testing.assert_allclose(out["pred_boxes"][1], out["pred_input_boxes"][1])
+        chex.assert_shape([out["pred_boxes"], out["pred_input_boxes"]], (2, 10, 4))
+        chex.assert_shape([out["pred_scores"], out["pred_classes"], out["pred_valid"]], (2, 10))
+        valid = np.asarray(out["pred_valid"])
         # valid is a prefix; padding slots are zeroed; classes of real detections are in 1..K.
         assert np.all(np.diff(valid.astype(int), axis=1) <= 0)
-        assert np.all(np.asarray(out["scores"])[~valid] == 0)
-        assert np.all((np.asarray(out["classes"])[valid] >= 1) & (out["classes"][valid] <= 3))
+        assert np.all(np.asarray(out["pred_scores"])[~valid] == 0)
+        assert np.all(
+            (np.asarray(out["pred_classes"])[valid] >= 1) & (out["pred_classes"][valid] <= 3)
+        )
         assert valid.sum() > 0
-        boxes = np.asarray(out["input_boxes"])[valid]
+        boxes = np.asarray(out["pred_input_boxes"])[valid]
         assert np.all(boxes >= 0) and np.all(boxes <= IMAGE)
-        assert np.all(np.diff(np.asarray(out["scores"])[0][valid[0]]) <= 0)
+        assert np.all(np.diff(np.asarray(out["pred_scores"])[0][valid[0]]) <= 0)
 
 
 def test_evaluator_perfect_and_missing_detections():
@@ -450,17 +454,17 @@ def test_evaluator_perfect_and_missing_detections():
     classes = np.zeros((2, d), np.int32)
     classes[:, :4] = batch["classes"]
     outputs = {
-        "boxes": boxes,
-        "scores": np.where(classes > 0, 0.9, 0.0).astype(np.float32),
-        "classes": classes,
-        "valid": classes > 0,
+        "pred_boxes": boxes,
+        "pred_scores": np.where(classes > 0, 0.9, 0.0).astype(np.float32),
+        "pred_classes": classes,
+        "pred_valid": classes > 0,
     }
     evaluator = DetectionEvaluator()
     evaluator.update(batch, outputs)
     result = evaluator.result()
     assert result["mAP50"] == pytest.approx(1.0) and result["AP"] == pytest.approx(1.0)
     assert result["num_images"] == 2.0
-    outputs["valid"] = np.zeros((2, d), bool)
+    outputs["pred_valid"] = np.zeros((2, d), bool)
     evaluator = DetectionEvaluator()
     evaluator.update(batch, outputs)
     assert evaluator.result()["mAP50"] == pytest.approx(0.0)
