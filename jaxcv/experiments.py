@@ -55,6 +55,7 @@ EXPERIMENTS: dict[str, str] = {
     "shapes_overfeat": "shapes_overfeat.py",
     "imagenet_localize": "imagenet_localize.py",
     "shapes_faster_rcnn": "shapes_faster_rcnn.py",
+    "shapes_mask_rcnn": "shapes_mask_rcnn.py",
 }
 
 # Explicit ``config.study`` name -> "module:function" of a driver ``(config, workdir) -> results``

@@ -85,6 +85,7 @@ HEADLINE = {
     "segmentation": ("mIoU", "figures/"),
     "localization": ("localization_accuracy", None),
     "faster_rcnn": ("mAP50", None),
+    "mask_rcnn": ("mask_AP50", "figures/sample_instance_masks.png"),
 }
 # Dense patch-CNN evaluation costs seconds per image: evaluate 4 images in the smoke run.
 EXTRA_SMOKE = {"shapes_patch_cnn": ["data.eval_split=test[:4]", "train.best_metric=test[:4]/mIoU"]}

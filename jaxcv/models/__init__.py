@@ -40,6 +40,7 @@ from jaxcv.models.faster_rcnn import FasterRCNN
 from jaxcv.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from jaxcv.models.layers import canonical_dtype
 from jaxcv.models.localizer import Localizer
+from jaxcv.models.mask_head import MaskRCNN
 from jaxcv.models.patch_cnn import PatchCNN
 from jaxcv.models.vae import VAE
 
@@ -63,6 +64,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "patch_cnn": PatchCNN,
     "localizer": Localizer,
     "faster_rcnn": FasterRCNN,
+    "mask_rcnn": MaskRCNN,
 }
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")

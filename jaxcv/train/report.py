@@ -21,6 +21,7 @@ from jaxcv.train.logging import metric_history
 from jaxcv.viz.detections import detection_grid
 from jaxcv.viz.generative import reconstruction_figure
 from jaxcv.viz.images import prediction_grid
+from jaxcv.viz.masks import mask_figures
 from jaxcv.viz.plots import plot_confusion_matrix, plot_curves
 
 REPORT_FILE = "report.md"
@@ -227,7 +228,8 @@ def task_figures(fig_dir: Path, evaluation, class_names: Sequence[str]) -> list[
     """The figures that fit what the task predicted, as ``[(heading, png_path)]``.
 
     Classifiers (samples with ``pred_label``) get a confusion matrix and a prediction grid;
-    detectors (``pred_boxes (N, D, 4)``) drawn detections; classification + localization
+    detectors (``pred_boxes (N, D, 4)``) drawn detections, plus coloured instance masks when
+    they predict ``pred_masks (N, D, H, W)``; classification + localization
     (``pred_label`` and ``pred_boxes (N, 4)``) both; autoencoders and VAEs (samples with
     ``reconstruction``) a reconstruction strip; segmentation models (``pred_segmentation``)
     colour overlays.
@@ -242,6 +244,8 @@ def task_figures(fig_dir: Path, evaluation, class_names: Sequence[str]) -> list[
     figures = []
     if samples is not None and "pred_boxes" in samples:
         figures += detection_figures(fig_dir, samples, class_names, split=evaluation.split)
+    if samples is not None and "pred_masks" in samples:  # instance segmentation (Mask R-CNN)
+        figures += mask_figures(fig_dir, samples, class_names, split=evaluation.split)
     if samples is not None and not {"label", "pred_label"} <= set(samples):
         return figures
     return figures + classification_figures(

@@ -23,6 +23,7 @@ from jaxcv.models import build_model
 from jaxcv.tasks import autoencoder as autoencoder_tasks
 from jaxcv.tasks import faster_rcnn as faster_rcnn_tasks
 from jaxcv.tasks import localization as localization_tasks
+from jaxcv.tasks import mask_rcnn as mask_rcnn_tasks
 from jaxcv.tasks import segmentation as segmentation_tasks
 from jaxcv.tasks.classification import EXAMPLE_VALID, ClassificationTask
 from jaxcv.train.checkpoint import fingerprint
@@ -65,6 +66,7 @@ TASKS = {
     "segmentation": segmentation_tasks.build_segmentation_task,
     "localization": localization_tasks.make_localization_task,
     "faster_rcnn": faster_rcnn_tasks.task_from_config,
+    "mask_rcnn": mask_rcnn_tasks.task_from_config,
 }
 
 # Explicit name -> the batch keys the task reads (the pipeline skips decoding the others).
@@ -75,6 +77,7 @@ TASK_KEYS = {
     # The image-level label is derived from the first valid object, so VOC-style data works.
     "localization": localization_tasks.LOCALIZATION_KEYS,
     "faster_rcnn": ("image", "boxes", "classes", "valid", "original_size"),
+    "mask_rcnn": mask_rcnn_tasks.MASK_RCNN_KEYS,
 }
 
 # Tasks whose ``num_classes`` counts the background class too (per-pixel labels 0..K).
