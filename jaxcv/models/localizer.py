@@ -6,7 +6,9 @@ connected heads can later be turned into convolutions, Overfeat-style, see
 :mod:`jaxcv.models.overfeat`), flattens the last pool in ``(h, w, c)`` order and feeds two
 heads of fully connected layers:
 
-* class head ``cls_fc1 .. cls_fcN`` (ReLU, dropout) then ``cls_out``: logits ``(B, K)``;
+* class head ``cls_fc1 .. cls_fcN`` (ReLU, dropout) then ``cls_out``: logits ``(B, K)``, or
+  ``(B, K + 1)`` with ``background=True`` (the last column is "no object", trained on
+  background windows, see :mod:`jaxcv.tasks.window_sampling`);
 * box head ``box_fc1 .. box_fcN`` (ReLU) then ``box_out``: box deltas ``(B, 4)``
   (class-agnostic) or ``(B, K, 4)`` (class-specific, one box per class).
 
@@ -49,10 +51,12 @@ class Localizer(nn.Module):
 
     ``apply(variables, images (B, H, W, C), train=bool, rngs={'dropout': key} when train and
     dropout_rate > 0, mutable=['batch_stats'] when train and batch_norm)`` returns
-    ``{"logits": (B, K) float32, "box_deltas": (B, 4) or (B, K, 4) float32}``.
+    ``{"logits": (B, K) or (B, K + 1) float32, "box_deltas": (B, 4) or (B, K, 4) float32}``.
 
     Attributes:
-      num_classes: ``K`` object classes (no background class).
+      num_classes: ``K`` object classes.
+      background: one more logit, the last, for "no object in this window" (boxes stay one
+        per object class).
       channels: conv widths, one ``kernel_size`` ``VALID`` conv + ReLU + max-pool per stage.
       kernel_size: square conv kernel size.
       pool_size: max-pool window and stride.
@@ -67,6 +71,7 @@ class Localizer(nn.Module):
     """
 
     num_classes: int = 4
+    background: bool = False
     channels: Sequence[int] = (16, 32, 64, 128)
     kernel_size: int = 3
     pool_size: int = 2
@@ -111,7 +116,7 @@ class Localizer(nn.Module):
         self.cls_hidden = [
             nn.Dense(u, name=f"cls_fc{i}", **dense) for i, u in enumerate(self.hidden_units, 1)
         ]
-        self.cls_out = nn.Dense(self.num_classes, **dense)
+        self.cls_out = nn.Dense(self.num_classes + int(self.background), **dense)
         self.box_hidden = [
             nn.Dense(u, name=f"box_fc{i}", **dense) for i, u in enumerate(self.box_hidden_units, 1)
         ]
@@ -136,7 +141,8 @@ class Localizer(nn.Module):
           train: BatchNorm batch statistics and dropout when True.
 
         Returns:
-          ``logits (B, K)`` float32 and ``box_deltas`` ``(B, 4)`` (class-agnostic) or
+          ``logits (B, K)`` (``(B, K + 1)`` with background, last) float32 and
+          ``box_deltas`` ``(B, 4)`` (class-agnostic) or
           ``(B, K, 4)`` (class-specific) float32, relative to the ``(0, 0, W, H)`` window.
         """
         check_images(images)

@@ -17,7 +17,9 @@ convolutional features.
   ``pool_size ** stages``): exactly the crop a naive sliding window would classify there.
 * :func:`apply_at_scale` / :func:`apply_multiscale`: resize the image by each scale, run the
   fully-convolutional net, and return per-scale class probability maps and per-location boxes
-  decoded in the original image's pixels.
+  decoded in the original image's pixels. With a background class the maps hold the object
+  classes' probabilities of the ``K + 1``-way softmax (:func:`object_probs`), so a window
+  showing no object scores low for every class.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "apply_multiscale",
     "convert_params",
     "fully_convolutional",
+    "object_probs",
 ]
 
 
@@ -58,6 +61,8 @@ class WindowGeometry:
       window: ``(H, W)`` of the training crop, the window each location classifies.
       stride: pixels between neighbouring windows (the trunk's total stride).
       kernel_size, pool_size, stages: the trunk (``VALID`` conv, then max-pool, per stage).
+      offsets: 1, or ``pool_size`` for Overfeat's offset max-pooling (the last pool applied
+        at every offset, ``stride`` is then ``pool_size ** (stages - 1)``).
 
     Location ``(i, j)`` of a map has the pixel offset ``(y, x) = (i * stride, j * stride)``:
     the network has no padding, so window ``(0, 0)`` starts at the image corner.
@@ -68,6 +73,7 @@ class WindowGeometry:
     kernel_size: int
     pool_size: int
     stages: int
+    offsets: int = 1
 
     @property
     def feature_hw(self) -> tuple[int, int]:
@@ -79,11 +85,21 @@ class WindowGeometry:
 
     def output_size(self, image_hw: Sequence[int]) -> tuple[int, int]:
         """``(h', w')``: locations of the score map for an input of ``(H_img, W_img)``."""
-        fh, fw = self.feature_hw
-        return (
-            max(self._trunk(int(image_hw[0])) - fh + 1, 0),
-            max(self._trunk(int(image_hw[1])) - fw + 1, 0),
-        )
+        if self.offsets == 1:
+            return tuple(  # type: ignore[return-value]
+                max(self._trunk(int(n)) - f + 1, 0)
+                for n, f in zip(image_hw, self.feature_hw, strict=True)
+            )
+        p = self.pool_size
+        out = []
+        for n, f in zip(image_hw, self.feature_hw, strict=True):
+            # Side of the last conv (before its pool), then the map of each pool offset.
+            conv = trunk_output_size(int(n), self.kernel_size, p, self.stages - 1)
+            conv = conv - self.kernel_size + 1
+            per_offset = [max((conv - d) // p - f + 1, 0) for d in range(p)]
+            full = per_offset[0]
+            out.append(max(p * (full - 1) + per_offset.count(full), 0) if full else 0)
+        return tuple(out)  # type: ignore[return-value]
 
     def num_windows(self, image_hw: Sequence[int]) -> tuple[int, int]:
         """``(n_h, n_w)``: windows lying entirely inside an image of ``(H_img, W_img)``."""
@@ -105,16 +121,23 @@ class FullyConvLocalizer(nn.Module):
     """The :class:`Localizer` with its FC heads as convolutions (evaluation only).
 
     ``apply(variables, images (B, H, W, C))`` with ``H, W >=`` the window returns
-    ``logits (B, h', w', K)`` and ``box_deltas`` ``(B, h', w', 4)`` (class-agnostic) or
-    ``(B, h', w', K, 4)`` (class-specific), float32; location ``(i, j)`` is the window of
+    ``logits (B, h', w', K)`` (``K + 1`` with ``background``, the last column) and
+    ``box_deltas`` ``(B, h', w', 4)`` (class-agnostic) or ``(B, h', w', K, 4)``
+    (class-specific), float32; location ``(i, j)`` is the window of
     :meth:`WindowGeometry.window_boxes`. BatchNorm uses its running statistics.
 
     Attributes: those of :class:`Localizer` (same meaning) plus ``feature_hw``, the
-    ``(fh, fw)`` last-pool size of a training window (the first head conv's kernel).
+    ``(fh, fw)`` last-pool size of a training window (the first head conv's kernel), and
+    ``offsets``: 1, or ``pool_size`` for Overfeat's offset max-pooling ("fine stride"): the last
+    max-pool is applied at each of the ``p x p`` offsets of the last conv map, the heads run
+    on each pooled map and the maps are interleaved, so the windows are ``p`` times denser
+    (stride ``pool_size ** (stages - 1)``) for the cost of the heads only.
     """
 
     num_classes: int
     feature_hw: tuple[int, int]
+    background: bool = False
+    offsets: int = 1
     channels: Sequence[int] = (16, 32, 64, 128)
     kernel_size: int = 3
     pool_size: int = 2
@@ -150,7 +173,10 @@ class FullyConvLocalizer(nn.Module):
                 f"images of shape {images.shape} are smaller than one window: their last pool "
                 f"is {tuple(sizes)}, the heads need at least {(fh, fw)}"
             )
-        x = CNNBackbone(
+        p = int(self.pool_size)
+        if self.offsets not in (1, p):
+            raise ValueError(f"offsets must be 1 or pool_size={p}; got {self.offsets}")
+        features = CNNBackbone(
             channels=tuple(self.channels),
             kernel_size=self.kernel_size,
             padding="VALID",
@@ -159,29 +185,73 @@ class FullyConvLocalizer(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="backbone",
-        )(images, False)[f"pool{stages}"]
-        c = x
-        kernel = (fh, fw)
-        for i, units in enumerate(self.hidden_units, 1):
-            c = nn.relu(self._conv(units, kernel, f"cls_fc{i}")(c))
-            kernel = (1, 1)
-        logits = self._conv(self.num_classes, kernel, "cls_out")(c).astype(jnp.float32)
-        b = x
-        kernel = (fh, fw)
-        for i, units in enumerate(self.box_hidden_units, 1):
-            b = nn.relu(self._conv(units, kernel, f"box_fc{i}")(b))
-            kernel = (1, 1)
-        out = 4 * self.num_classes if self.class_specific else 4
-        deltas = self._conv(out, kernel, "box_out")(b).astype(jnp.float32)
+        )(images, False)
+
+        def head(units, out_name, out_features, prefix):
+            layers, kernel = [], (fh, fw)
+            for i, u in enumerate(units, 1):
+                layers.append(self._conv(u, kernel, f"{prefix}_fc{i}"))
+                kernel = (1, 1)
+            return layers, self._conv(out_features, kernel, out_name)
+
+        cls_layers = head(self.hidden_units, "cls_out", self.num_classes + self.background, "cls")
+        box_out = 4 * self.num_classes if self.class_specific else 4
+        box_layers = head(self.box_hidden_units, "box_out", box_out, "box")
+
+        def run(x, layers):
+            hidden, last = layers
+            for layer in hidden:
+                x = nn.relu(layer(x))
+            return last(x).astype(jnp.float32)
+
+        if self.offsets == 1:
+            x = features[f"pool{stages}"]
+            logits, deltas = run(x, cls_layers), run(x, box_layers)
+        else:
+            logits, deltas = self._offset_heads(
+                features[f"conv{stages}"], cls_layers, box_layers, run
+            )
         if self.class_specific:
             deltas = deltas.reshape(*deltas.shape[:3], self.num_classes, 4)
         return {"logits": logits, "box_deltas": deltas}
 
+    def _offset_heads(self, conv, cls_layers, box_layers, run):
+        """Heads on the last conv map max-pooled at each ``(dy, dx)`` offset, interleaved."""
+        p = int(self.pool_size)
+        maps = {}
+        for dy in range(p):
+            for dx in range(p):
+                x = nn.max_pool(conv[:, dy:, dx:], (p, p), strides=(p, p), padding="VALID")
+                maps[dy, dx] = (run(x, cls_layers), run(x, box_layers))
+        h0, w0 = maps[0, 0][0].shape[1:3]
+        full_h = p * (h0 - 1) + sum(maps[d, 0][0].shape[1] == h0 for d in range(p))
+        full_w = p * (w0 - 1) + sum(maps[0, d][0].shape[2] == w0 for d in range(p))
+
+        def interleave(k):
+            # out[p * a + dy, p * b + dx] = maps[dy, dx][a, b] (pad the shorter maps first).
+            rows = []
+            for dy in range(p):
+                cols = []
+                for dx in range(p):
+                    m = maps[dy, dx][k]
+                    pad = [(0, 0), (0, h0 - m.shape[1]), (0, w0 - m.shape[2]), (0, 0)]
+                    cols.append(jnp.pad(m, pad))
+                rows.append(jnp.stack(cols, axis=3))  # (B, h0, w0, p, C)
+            x = jnp.stack(rows, axis=2)  # (B, h0, p, w0, p, C)
+            b, c = x.shape[0], x.shape[-1]
+            return x.reshape(b, h0 * p, w0 * p, c)[:, :full_h, :full_w]
+
+        return interleave(0), interleave(1)
+
 
 def fully_convolutional(
-    model: Localizer, window: Sequence[int]
+    model: Localizer, window: Sequence[int], *, fine_stride: bool = False
 ) -> tuple[FullyConvLocalizer, WindowGeometry]:
     """The fully-convolutional twin of ``model`` trained on ``window = (H, W)`` crops.
+
+    With ``fine_stride`` the last pool is applied at every offset (Overfeat's offset
+    max-pooling): windows at stride ``pool_size ** (stages - 1)`` instead of
+    ``pool_size ** stages``, the same scores as the FC net on those crops.
 
     Returns:
       ``(fc_model, geometry)``.
@@ -194,18 +264,22 @@ def fully_convolutional(
     window = tuple(int(s) for s in window)
     if len(window) != 2:
         raise ValueError(f"window must be (H, W); got {window}")
+    offsets = int(model.pool_size) if fine_stride else 1
     geometry = WindowGeometry(
         window=window,  # type: ignore[arg-type]
-        stride=model.stride,
+        stride=model.stride // offsets,
         kernel_size=int(model.kernel_size),
         pool_size=int(model.pool_size),
         stages=len(model.channels),
+        offsets=offsets,
     )
     if min(geometry.feature_hw) < 1:
         raise ValueError(f"window {window} is too small for the localizer's trunk")
     fc_model = FullyConvLocalizer(
         num_classes=model.num_classes,
         feature_hw=geometry.feature_hw,
+        background=bool(model.background),
+        offsets=offsets,
         channels=tuple(model.channels),
         kernel_size=model.kernel_size,
         pool_size=model.pool_size,
@@ -277,7 +351,7 @@ class ScaleOutput:
     Attributes:
       scale: the resize factor applied to the image.
       image_hw: ``(H_s, W_s)`` of the resized image.
-      probs: ``(B, h', w', K)`` softmax class probabilities per location.
+      probs: ``(B, h', w', K)`` class probabilities per location (:func:`object_probs`).
       boxes: ``(B, h', w', 4)`` or ``(B, h', w', K, 4)`` regressed xyxy boxes in the pixels of
         the *original* image, clipped to it.
       windows: ``(h', w', 4)`` the locations' windows in original-image pixels.
@@ -288,6 +362,18 @@ class ScaleOutput:
     probs: jax.Array
     boxes: jax.Array
     windows: np.ndarray
+
+
+def object_probs(logits: jax.Array, num_classes: int) -> jax.Array:
+    """Per-class object probabilities ``(..., K)`` from ``(..., K)`` or ``(..., K + 1)`` logits.
+
+    The softmax over all columns, without the background column (the last) when there is
+    one: ``P(class k)``, which sums with ``P(background)`` to 1.
+    """
+    k = int(num_classes)
+    if logits.shape[-1] not in (k, k + 1):
+        raise ValueError(f"logits must be (..., {k}) or (..., {k + 1}); got shape {logits.shape}")
+    return jax.nn.softmax(logits, axis=-1)[..., :k]
 
 
 def scaled_size(image_hw: Sequence[int], scale: float) -> tuple[int, int]:
@@ -308,15 +394,15 @@ def apply_at_scale(
     """Resize ``images (B, H, W, C)`` by ``scale`` (bilinear) and run ``fc_model`` on them.
 
     Returns:
-      ``probs (B, h', w', K)`` and ``boxes`` ``(B, h', w', 4)`` or ``(B, h', w', K, 4)``,
-      xyxy in the original ``(H, W)`` pixels, clipped to the image.
+      ``probs (B, h', w', K)`` (:func:`object_probs`) and ``boxes`` ``(B, h', w', 4)`` or
+      ``(B, h', w', K, 4)``, xyxy in the original ``(H, W)`` pixels, clipped to the image.
     """
     check_images(images)
     b, h, w, c = images.shape
     hs, ws = scaled_size((h, w), scale)
     resized = images if (hs, ws) == (h, w) else jax.image.resize(images, (b, hs, ws, c), "linear")
     out = fc_model.apply(variables, resized.astype(jnp.float32))
-    probs = jax.nn.softmax(out["logits"], axis=-1)
+    probs = object_probs(out["logits"], fc_model.num_classes)
     windows = jnp.asarray(geometry.window_boxes(probs.shape[1:3]))
     deltas = out["box_deltas"]
     anchors = windows[None, :, :, None, :] if fc_model.class_specific else windows[None]

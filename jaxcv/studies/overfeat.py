@@ -3,14 +3,16 @@
 :func:`run_overfeat` (config from ``experiments/shapes_overfeat.py``):
 
 1. trains the :class:`~jaxcv.models.localizer.Localizer` with the engine
-   (:func:`jaxcv.train.loop.train_and_evaluate`) on ``config.data`` (64x64 ``shapes/single``
-   scenes) in ``overfeat.localizer_workdir`` (default ``WORKDIR/localizer``; resumes, and
-   only evaluates when already trained), under the experiment name
-   ``overfeat.localizer_name``, so an existing ``shapes_localize`` run can be reused;
+   (:func:`jaxcv.train.loop.train_and_evaluate`) on ``config.data`` (with
+   ``localization.window``: object and background windows sampled from full scenes, see
+   :mod:`jaxcv.tasks.window_sampling`) in ``overfeat.localizer_workdir`` (default
+   ``WORKDIR/localizer``; resumes, and only evaluates when already trained), under the
+   experiment name ``overfeat.localizer_name``, so an existing run can be reused;
 2. converts its FC heads to convolutions (:mod:`jaxcv.models.overfeat`, nothing retrained);
 3. on full-size ``shapes/single`` test scenes (128x128, ``overfeat.single_scales``): the top
    merged box gives ``test/accuracy``, ``test/localization_accuracy``, ``test/mean_iou``
-   (and the single best window without merging, ``test/localization_accuracy_best_window``);
+   (and the single best window without merging, ``test/localization_accuracy_best_window``),
+   with a figure of drawn sample predictions;
 4. on ``shapes/multi`` test scenes (``overfeat.multi_scales``): VOC07 ``test/mAP50`` with
    greedy merging and ``test/mAP50_nms`` with per-class NMS instead;
 5. writes ``results.json`` and ``report.md`` with the three panels of a few scenes.
@@ -36,6 +38,7 @@ from jaxcv.tasks.sliding_window import best_window, detect, window_candidates
 from jaxcv.train import report as report_lib
 from jaxcv.train.inference import restore_run
 from jaxcv.train.loop import train_and_evaluate
+from jaxcv.viz.detections import detection_grid
 from jaxcv.viz.windows import overfeat_panels
 
 __all__ = ["localizer_config", "run_overfeat"]
@@ -75,11 +78,12 @@ def _merge_kwargs(ov, method: str) -> dict:
     }
 
 
-def _evaluate_single(config, fc_model, variables, geometry, box_weights) -> dict[str, float]:
+def _evaluate_single(config, fc_model, variables, geometry, box_weights, class_names, fig_dir):
     ov = config.overfeat
     keys = ("image", "label", "boxes", "classes", "valid")
     rows = {"merge": [], "nms": [], "best_window": []}
     seen, t_total = 0, 0.0
+    drawn = {"image": [], "box": [], "label": [], "score": [], "gt": [], "gt_classes": []}
     for batch in _pipeline(config, ov.single_dataset, 1, keys).as_numpy_iterator():
         keep = batch["example_valid"].astype(bool)
         t0 = time.perf_counter()
@@ -104,6 +108,19 @@ def _evaluate_single(config, fc_model, variables, geometry, box_weights) -> dict
             label = np.where(ok, np.asarray(preds[method]["classes"][:, 0]), best["label"])
             box = np.where(ok[:, None], np.asarray(preds[method]["boxes"][:, 0]), best["box"])
             cands[method] = (label, box)
+        if len(drawn["image"]) < ov.num_figures * 4:
+            take = np.flatnonzero(keep)[: ov.num_figures * 4 - len(drawn["image"])]
+            ok = np.asarray(preds["merge"]["valid"][:, 0])
+            score = np.where(ok, np.asarray(preds["merge"]["scores"][:, 0]), 0.0)
+            for key, value in (
+                ("image", batch["image"]),
+                ("box", cands["merge"][1]),
+                ("label", cands["merge"][0]),
+                ("score", score),
+                ("gt", batch["boxes"]),
+                ("gt_classes", batch["classes"]),
+            ):
+                drawn[key].extend(np.asarray(value)[take])
         for name, (label, box) in cands.items():
             m = localization_metrics(
                 np.eye(k)[label][keep],
@@ -123,7 +140,29 @@ def _evaluate_single(config, fc_model, variables, geometry, box_weights) -> dict
         out[f"test/mean_iou{suffix}"] = float(cat["iou"][cat["has_box"]].mean())
     out["test/single_num_examples"] = float(seen)
     out["test/single_s_per_image"] = t_total / max(seen, 1)
-    return out
+    figures = []
+    if drawn["image"]:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        path = detection_grid(
+            np.stack(drawn["image"]),
+            np.stack(drawn["box"]),
+            np.stack(drawn["label"]),
+            class_names,
+            fig_dir / "single_localization.png",
+            pred_scores=np.stack(drawn["score"]),
+            gt_boxes=np.stack(drawn["gt"]),
+            gt_classes=np.stack(drawn["gt_classes"]),
+            pred_class_offset=0,
+            score_threshold=0.0,
+        )
+        figures.append(
+            (
+                f"Localization on {ov.single_dataset} test scenes: top merged box and class "
+                "(solid, accumulated score), ground truth dashed",
+                path,
+            )
+        )
+    return out, figures
 
 
 def _evaluate_multi(config, fc_model, variables, geometry, box_weights, class_names, fig_dir):
@@ -183,6 +222,7 @@ def run_overfeat(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
         ``model``, ``optimizer``, ``train``, ``localization``) plus ``overfeat``:
         ``localizer_name``, ``localizer_workdir`` (None: ``WORKDIR/localizer``),
         ``single_dataset``, ``single_scales``, ``multi_dataset``, ``multi_scales``,
+        ``fine_stride`` (optional, offset max-pooling: windows at half the trunk's stride),
         ``eval_split``, ``batch_size``, ``max_objects``, ``min_score``, ``merge_iou``,
         ``merge_center``, ``nms_iou``, ``max_detections``, ``num_figures``.
       workdir: the run directory (created if missing).
@@ -201,23 +241,29 @@ def run_overfeat(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     loc_results = train_and_evaluate(loc_config, loc_dir)
     task, state, info, step = restore_run(loc_config, loc_dir)
     variables = {"params": state.params, **(state.model_state or {})}
-    window = tuple(int(s) for s in config.data.image_size)
-    fc_model, geometry = fully_convolutional(task.model, window)
+    window = task.window or tuple(int(s) for s in config.data.image_size)
+    fine = bool(ov.get("fine_stride", False))
+    fc_model, geometry = fully_convolutional(task.model, window, fine_stride=fine)
     fc_vars = jax.tree.map(jnp.asarray, convert_params(variables, task.model, window))
     box_weights = tuple(task.box_weights)
     results = {f"localizer/{k}": v for k, v in loc_results.items() if k.startswith("test/")}
     results["localizer/step"] = float(step)
-    results.update(_evaluate_single(config, fc_model, fc_vars, geometry, box_weights))
     fig_dir = workdir / report_lib.FIGURES_DIR
+    names = list(info.class_names)
+    single, single_figures = _evaluate_single(
+        config, fc_model, fc_vars, geometry, box_weights, names, fig_dir
+    )
+    results.update(single)
     multi, figures = _evaluate_multi(
-        config, fc_model, fc_vars, geometry, box_weights, list(info.class_names), fig_dir
+        config, fc_model, fc_vars, geometry, box_weights, names, fig_dir
     )
     results.update(multi)
+    figures = single_figures + figures
     (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     notes = [
         f"Localizer trained in `{loc_dir}` (step {step}) on {window[0]}x{window[1]} crops of "
         f"`{config.data.name}`; FC heads converted to convolutions (window {window}, stride "
-        f"{geometry.stride}), nothing retrained.",
+        f"{geometry.stride}{', offset max-pooling' if fine else ''}), nothing retrained.",
         f"`{ov.single_dataset}` scales {tuple(ov.single_scales)}; `{ov.multi_dataset}` scales "
         f"{tuple(ov.multi_scales)}; merging IoU >= {ov.merge_iou}, centre distance <= "
         f"{ov.merge_center} x size; NMS IoU {ov.nms_iou}.",

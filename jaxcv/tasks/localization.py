@@ -8,6 +8,12 @@
 window of the input. Class-specific regression trains the ground-truth class's box and
 predicts the predicted class's box.
 
+With ``window=(h, w)`` the network sees ``h x w`` windows of larger scenes: training samples
+object and background windows from each scene (:mod:`jaxcv.tasks.window_sampling`; a model
+with ``background=True`` learns a class ``K`` for "no object", the detector's way to reject
+the many empty windows of a sliding-window scan), and evaluation resizes the whole scene to
+the window, then maps the predicted box back to the scene's pixels.
+
 :class:`LocalizationEvaluator` reports, on the host in float64:
 
 * ``accuracy``: top-1 classification accuracy;
@@ -36,6 +42,7 @@ import numpy as np
 from jaxcv import types
 from jaxcv.ops.boxes import clip_boxes, decode_boxes, elementwise_box_iou, encode_boxes
 from jaxcv.ops.losses import smooth_l1, softmax_cross_entropy
+from jaxcv.tasks.window_sampling import WindowLabel, WindowSampling, training_windows
 
 __all__ = [
     "LOCALIZATION_KEYS",
@@ -117,12 +124,20 @@ class LocalizationTask:
     """The ``Task`` protocol for classification + localization.
 
     Args:
-      model: a module returning ``{"logits": (B, K), "box_deltas": (B, 4) | (B, K, 4)}``.
+      model: a module returning ``{"logits": (B, K) | (B, K + 1), "box_deltas": (B, 4) |
+        (B, K, 4)}`` with ``num_classes`` (``K``) and ``background`` (whether the last logit
+        is a background class) attributes, like :class:`~jaxcv.models.localizer.Localizer`.
       box_loss: ``"smooth_l1"`` or ``"l2"`` (``0.5 * x**2``), summed over the 4 deltas.
       box_loss_weight: weight of the box loss against the class loss.
       box_weights: ``(wx, wy, ww, wh)`` of the delta encoding.
       smooth_l1_beta: the smooth-L1 transition point.
       label_smoothing: label smoothing of the class loss.
+      window: ``(h, w)`` network input for scenes of another size, or None (the input is the
+        whole image). With a window, training samples ``R`` windows per scene
+        (:func:`jaxcv.tasks.window_sampling.training_windows`: object windows, background
+        windows with class ``K``, windows in between ignored), and evaluation resizes the
+        whole scene to the window and maps the predicted box back to the scene's pixels.
+      sampling: the window sampling settings (default :class:`WindowSampling` ()).
     """
 
     def __init__(
@@ -134,6 +149,8 @@ class LocalizationTask:
         box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
         smooth_l1_beta: float = 1.0,
         label_smoothing: float = 0.0,
+        window: Sequence[int] | None = None,
+        sampling: WindowSampling | None = None,
     ):
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}; got {box_loss!r}")
@@ -141,18 +158,27 @@ class LocalizationTask:
             raise ValueError(f"box_loss_weight must be >= 0; got {box_loss_weight}")
         if len(box_weights) != 4 or min(box_weights) <= 0:
             raise ValueError(f"box_weights must be 4 positive numbers; got {box_weights!r}")
+        if window is not None and (len(window) != 2 or min(int(s) for s in window) < 1):
+            raise ValueError(f"window must be (h, w) positive or None; got {window!r}")
         self.model = model
+        self.num_classes = int(model.num_classes)
+        self.background = bool(getattr(model, "background", False))
         self.box_loss = box_loss
         self.box_loss_weight = float(box_loss_weight)
         self.box_weights = tuple(float(w) for w in box_weights)
         self.smooth_l1_beta = float(smooth_l1_beta)
         self.label_smoothing = float(label_smoothing)
+        self.window = None if window is None else tuple(int(s) for s in window)
+        self.sampling = sampling if sampling is not None else WindowSampling()
 
     def init_variables(self, rng: jax.Array, batch: dict[str, Any]) -> dict:
-        """Initialise from ``batch['image'] (B, H, W, C)``: ``{'params', 'batch_stats'?}``."""
+        """Initialise from ``batch['image'] (B, H, W, C)`` (a window-sized input with
+        ``window``): ``{'params', 'batch_stats'?}``."""
         images = jnp.asarray(batch[types.IMAGE])
         if images.ndim != 4:
             raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        if self.window is not None:
+            images = jnp.zeros((1, *self.window, images.shape[-1]), images.dtype)
         params_rng, dropout_rng = jax.random.split(rng)
         return dict(
             self.model.init({"params": params_rng, "dropout": dropout_rng}, images, train=False)
@@ -162,75 +188,129 @@ class LocalizationTask:
         h, w = images.shape[1:3]
         return jnp.array([0.0, 0.0, float(w), float(h)], jnp.float32)
 
+    def _to_window(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Whole scenes resized to the window, and ``(4,)`` scene pixels per window pixel."""
+        if self.window is None or tuple(images.shape[1:3]) == self.window:
+            return images, jnp.ones((4,), jnp.float32)
+        b, h, w, c = images.shape
+        resized = jax.image.resize(images.astype(jnp.float32), (b, *self.window, c), "linear")
+        sx, sy = w / self.window[1], h / self.window[0]
+        return resized, jnp.array([sx, sy, sx, sy], jnp.float32)
+
+    def _examples(self, batch, rng, train: bool) -> tuple[dict[str, jax.Array], jax.Array]:
+        """The network inputs with their class/box targets and weights, all ``(N, ...)``."""
+        images = batch[types.IMAGE]
+        labels, known = image_labels(batch)
+        weights = jnp.ones(labels.shape, jnp.float32)
+        if EXAMPLE_VALID in batch:
+            weights = batch[EXAMPLE_VALID].astype(jnp.float32)
+        weights = weights * known.astype(jnp.float32)
+        if self.window is not None and train:
+            if rng is None:
+                raise ValueError("training with a window needs an rng to sample windows")
+            rng, key = jax.random.split(rng)
+            ex = training_windows(
+                key,
+                images,
+                batch[types.BOXES],
+                batch[types.CLASSES],
+                batch[types.VALID],
+                self.window,
+                self.sampling,
+                num_classes=self.num_classes,
+                background=self.background,
+            )
+            n = ex["class_target"].size
+            flat = {
+                "inputs": ex["images"].reshape(n, *ex["images"].shape[2:]),
+                "class_target": ex["class_target"].reshape(n),
+                "class_weight": (ex["class_weight"] * weights[:, None]).reshape(n),
+                "box_target": ex["box_target"].reshape(n, 4),
+                "box_weight": (ex["box_weight"] * weights[:, None]).reshape(n),
+                "background": (ex["label"] == int(WindowLabel.BACKGROUND)).reshape(n),
+            }
+            return flat, rng
+        inputs, per_pixel = self._to_window(images)
+        gt_box, has_box = target_boxes(batch[types.BOXES], batch[types.VALID])
+        # Images without a box get a dummy target (the window) and zero weight.
+        box = jnp.where(has_box[:, None], gt_box / per_pixel, self._window(inputs))
+        return {
+            "inputs": inputs,
+            "class_target": labels,
+            "class_weight": weights,
+            "box_target": box,
+            "box_weight": weights * has_box.astype(jnp.float32),
+            "background": jnp.zeros(labels.shape, bool),
+        }, rng
+
     def loss_fn(self, params, model_state, batch, rng, *, train: bool = True):
-        """Class cross-entropy plus ``box_loss_weight`` times the box loss, batch means.
+        """Class cross-entropy plus ``box_loss_weight`` times the box loss, means over the
+        trained examples (images, or with ``window`` the sampled windows when training).
 
         Args:
           params, model_state: the model's collections.
           batch: ``image (B, H, W, C)``, ``boxes (B, M, 4)`` xyxy pixels, ``valid (B, M)``,
-            ``label (B,)`` or ``classes (B, M)`` (see :func:`image_labels`), optionally
-            ``example_valid (B,)``.
-          rng: dropout key.
+            ``label (B,)`` or ``classes (B, M)`` (see :func:`image_labels`; ``classes`` is
+            needed with ``window``), optionally ``example_valid (B,)``.
+          rng: dropout key (and window sampling key with ``window``).
           train: training mode.
 
         Returns:
           ``(loss, (metrics, new_model_state))``; metrics ``loss``, ``cls_loss``,
-          ``box_loss``, ``accuracy``, ``mean_iou``, ``localization_accuracy``.
+          ``box_loss``, ``accuracy`` (over examples with a class target, background
+          included), ``mean_iou`` and ``localization_accuracy`` (over examples with a box),
+          ``background_fraction`` (of the class-trained examples).
         """
         _check_batch(batch)
-        images = batch[types.IMAGE]
-        labels, known = image_labels(batch)
+        ex, rng = self._examples(batch, rng, train)
+        inputs = ex["inputs"]
         variables = {"params": params, **(model_state or {})}
         mutable = [k for k in variables if k != "params"]
         if train:
             rngs = {"dropout": rng} if rng is not None else {}
             if mutable:
                 out, updates = self.model.apply(
-                    variables, images, train=True, rngs=rngs, mutable=mutable
+                    variables, inputs, train=True, rngs=rngs, mutable=mutable
                 )
             else:
-                out, updates = self.model.apply(variables, images, train=True, rngs=rngs), {}
+                out, updates = self.model.apply(variables, inputs, train=True, rngs=rngs), {}
         else:
-            out, updates = self.model.apply(variables, images, train=False), {}
+            out, updates = self.model.apply(variables, inputs, train=False), {}
         logits = out["logits"].astype(jnp.float32)
-        weights = jnp.ones(labels.shape, jnp.float32)
-        if EXAMPLE_VALID in batch:
-            weights = batch[EXAMPLE_VALID].astype(jnp.float32)
-        weights = weights * known.astype(jnp.float32)
-        gt_box, has_box = target_boxes(batch[types.BOXES], batch[types.VALID])
-        box_w = weights * has_box.astype(jnp.float32)
+        k = self.num_classes
+        cls_w, box_w = ex["class_weight"], ex["box_weight"]
         cls_loss = softmax_cross_entropy(
-            logits, labels, weights, label_smoothing=self.label_smoothing
+            logits, ex["class_target"], cls_w, label_smoothing=self.label_smoothing
         )
-        window = self._window(images)
-        # Images without a box get a dummy target (the window) and zero weight.
-        safe_box = jnp.where(has_box[:, None], gt_box, window)
-        targets = encode_boxes(safe_box, window, self.box_weights)
-        deltas = _select(out["box_deltas"].astype(jnp.float32), labels)
+        window = self._window(inputs)
+        targets = encode_boxes(ex["box_target"], window, self.box_weights)
+        all_deltas = out["box_deltas"].astype(jnp.float32)
+        deltas = _select(all_deltas, jnp.minimum(ex["class_target"], k - 1))
         if self.box_loss == "smooth_l1":
             per_coord = smooth_l1(deltas, targets, self.smooth_l1_beta, reduction="none")
         else:
             per_coord = 0.5 * jnp.square(deltas - targets)
         per_example = jnp.sum(per_coord, axis=-1)
-        box_loss = jnp.sum(per_example * box_w) / jnp.maximum(jnp.sum(box_w), 1.0)
+        box_norm = jnp.maximum(jnp.sum(box_w), 1.0)
+        box_loss = jnp.sum(per_example * box_w) / box_norm
         loss = cls_loss + self.box_loss_weight * box_loss
         pred = jnp.argmax(logits, axis=-1)
+        pred_obj = jnp.argmax(logits[:, :k], axis=-1)
         pred_box = clip_boxes(
-            decode_boxes(
-                _select(out["box_deltas"].astype(jnp.float32), pred), window, self.box_weights
-            ),
-            images.shape[1:3],
+            decode_boxes(_select(all_deltas, pred_obj), window, self.box_weights),
+            inputs.shape[1:3],
         )
-        iou = elementwise_box_iou(pred_box, safe_box) * has_box
-        denom = jnp.maximum(jnp.sum(weights), 1.0)
-        correct = (pred == labels).astype(jnp.float32)
+        iou = elementwise_box_iou(pred_box, ex["box_target"])
+        correct = (pred == ex["class_target"]).astype(jnp.float32)
+        cls_norm = jnp.maximum(jnp.sum(cls_w), 1.0)
         metrics = {
             "loss": loss,
             "cls_loss": cls_loss,
             "box_loss": box_loss,
-            "accuracy": jnp.sum(correct * weights) / denom,
-            "mean_iou": jnp.sum(iou * box_w) / jnp.maximum(jnp.sum(box_w), 1.0),
-            "localization_accuracy": jnp.sum(correct * (iou >= 0.5) * weights) / denom,
+            "accuracy": jnp.sum(correct * cls_w) / cls_norm,
+            "mean_iou": jnp.sum(iou * box_w) / box_norm,
+            "localization_accuracy": jnp.sum(correct * (iou >= 0.5) * box_w) / box_norm,
+            "background_fraction": jnp.sum(ex["background"] * cls_w) / cls_norm,
         }
         new_model_state = dict(model_state or {})
         if train and updates:
@@ -238,28 +318,33 @@ class LocalizationTask:
         return loss, (metrics, new_model_state)
 
     def predict_fn(self, variables: dict, batch: dict[str, Any]) -> dict[str, jax.Array]:
-        """Inference on ``batch['image'] (B, H, W, C)``.
+        """Inference on ``batch['image'] (B, H, W, C)`` (resized to ``window`` when set).
 
         Returns:
-          ``logits (B, K)``, ``probs (B, K)``, ``pred_label (B,)`` int32 and ``pred_boxes
-          (B, 4)`` xyxy pixels of the input, clipped to it (the predicted class's box when
-          the regression is class-specific).
+          ``logits (B, K)`` (the object classes' logits), ``probs (B, K)`` (their softmax),
+          ``pred_label (B,)`` int32 and ``pred_boxes (B, 4)`` xyxy pixels of the input image,
+          clipped to it (the predicted class's box when the regression is class-specific);
+          with a background class also ``background_prob (B,)`` (of the ``K + 1``-way softmax).
         """
         images = batch[types.IMAGE]
         if images.ndim != 4:
             raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
-        out = self.model.apply(variables, images, train=False)
-        logits = out["logits"].astype(jnp.float32)
+        inputs, per_pixel = self._to_window(images)
+        out = self.model.apply(variables, inputs, train=False)
+        all_logits = out["logits"].astype(jnp.float32)
+        logits = all_logits[:, : self.num_classes]
         pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        window = self._window(images)
         deltas = _select(out["box_deltas"].astype(jnp.float32), pred)
-        boxes = clip_boxes(decode_boxes(deltas, window, self.box_weights), images.shape[1:3])
-        return {
+        boxes = decode_boxes(deltas, self._window(inputs), self.box_weights) * per_pixel
+        outputs = {
             "logits": logits,
             "probs": jax.nn.softmax(logits, axis=-1),
             "pred_label": pred,
-            "pred_boxes": boxes,
+            "pred_boxes": clip_boxes(boxes, images.shape[1:3]),
         }
+        if self.background:
+            outputs["background_prob"] = jax.nn.softmax(all_logits, axis=-1)[:, -1]
+        return outputs
 
     def make_evaluator(self) -> LocalizationEvaluator:
         """A fresh :class:`LocalizationEvaluator`."""
@@ -395,9 +480,18 @@ def make_localization_task(config: ml_collections.ConfigDict, model: nn.Module) 
     """The task constructor for ``jaxcv.train.runtime.TASKS["localization"]``.
 
     Reads the optional ``config.localization`` block: ``box_loss`` (``"smooth_l1"``|``"l2"``),
-    ``box_loss_weight``, ``box_weights``, ``smooth_l1_beta``; and ``config.train.label_smoothing``.
+    ``box_loss_weight``, ``box_weights``, ``smooth_l1_beta``, ``window`` (``(h, w)`` or None)
+    and ``sampling`` (the fields of :class:`WindowSampling`); and
+    ``config.train.label_smoothing``.
     """
     opts = config.get("localization") or ml_collections.ConfigDict()
+    window = opts.get("window", None)
+    sampling = opts.get("sampling", None)
+    if sampling is not None:
+        fields = {
+            k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(sampling).items()
+        }
+        sampling = WindowSampling(**fields)
     return LocalizationTask(
         model,
         box_loss=opts.get("box_loss", "smooth_l1"),
@@ -405,4 +499,6 @@ def make_localization_task(config: ml_collections.ConfigDict, model: nn.Module) 
         box_weights=tuple(opts.get("box_weights", (10.0, 10.0, 5.0, 5.0))),
         smooth_l1_beta=float(opts.get("smooth_l1_beta", 1.0)),
         label_smoothing=float(config.train.get("label_smoothing", 0.0)),
+        window=None if window is None else tuple(int(v) for v in window),
+        sampling=sampling,
     )

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcv.models.localizer import Localizer
-from jaxcv.models.overfeat import ScaleOutput, WindowGeometry, scaled_size
+from jaxcv.models.overfeat import ScaleOutput, WindowGeometry, object_probs, scaled_size
 from jaxcv.ops.boxes import box_iou, clip_boxes, decode_boxes
 from jaxcv.ops.nms import batched_nms
 
@@ -114,7 +114,7 @@ def naive_sliding_window(
     crops = extract_windows(resized, geometry.window, geometry.stride, (nh, nw))
     flat = crops.reshape(b * nh * nw, *crops.shape[3:])
     out = model.apply(variables, flat, train=False)
-    probs = jax.nn.softmax(out["logits"], axis=-1).reshape(b, nh, nw, -1)
+    probs = object_probs(out["logits"], model.num_classes).reshape(b, nh, nw, -1)
     deltas = out["box_deltas"].reshape(b, nh, nw, *out["box_deltas"].shape[1:])
     crop_window = jnp.array([0.0, 0.0, geometry.window[1], geometry.window[0]], jnp.float32)
     local = decode_boxes(deltas, crop_window, box_weights)  # in crop pixels

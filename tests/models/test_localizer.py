@@ -30,6 +30,14 @@ class LocalizerShapesTest(chex.TestCase):
             chex.assert_type([out["logits"], out["box_deltas"]], jnp.float32)
             chex.assert_tree_all_finite(out)
 
+    def test_background_adds_one_logit_and_no_box(self):
+        images = jnp.asarray(np.random.default_rng(2).normal(size=(2, 20, 24, 3)), jnp.float32)
+        model = Localizer(num_classes=5, class_specific=True, background=True, **SMALL)
+        variables = model.init(jax.random.PRNGKey(0), images)
+        out = model.apply(variables, images)
+        chex.assert_shape(out["logits"], (2, 6))  # last column: background
+        chex.assert_shape(out["box_deltas"], (2, 5, 4))  # boxes for the object classes only
+
     @chex.variants(with_jit=True, without_jit=True)
     def test_train_mode_updates_batch_stats(self):
         images = jnp.asarray(np.random.default_rng(1).normal(size=(4, 16, 16, 3)), jnp.float32)

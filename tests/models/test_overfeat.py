@@ -12,6 +12,7 @@ from jaxcv.models.overfeat import (
     apply_multiscale,
     convert_params,
     fully_convolutional,
+    object_probs,
 )
 from jaxcv.ops.boxes import decode_boxes
 from jaxcv.tasks.sliding_window import naive_multiscale, naive_sliding_window
@@ -36,9 +37,13 @@ def _images(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
-@pytest.fixture(params=[False, True], ids=["agnostic", "class_specific"])
+@pytest.fixture(
+    params=[(False, False), (True, False), (False, True)],
+    ids=["agnostic", "class_specific", "background"],
+)
 def net(request):
-    model = Localizer(num_classes=3, class_specific=request.param, **FIELDS)
+    class_specific, background = request.param
+    model = Localizer(num_classes=3, class_specific=class_specific, background=background, **FIELDS)
     variables = _trained_like(model)
     fc_model, geometry = fully_convolutional(model, WINDOW)
     return model, variables, fc_model, convert_params(variables, model, WINDOW), geometry
@@ -58,7 +63,7 @@ def test_single_crop_gives_the_fc_outputs(net):
     images = _images((4, *WINDOW, 3))
     expected = model.apply(variables, images)
     got = fc_model.apply(converted, images)
-    chex.assert_shape(got["logits"], (4, 1, 1, 3))
+    chex.assert_shape(got["logits"], (4, 1, 1, 3 + model.background))
     chex.assert_trees_all_close(got["logits"][:, 0, 0], expected["logits"], atol=1e-5, rtol=1e-5)
     chex.assert_trees_all_close(
         got["box_deltas"][:, 0, 0], expected["box_deltas"], atol=1e-5, rtol=1e-5
@@ -70,7 +75,7 @@ def test_large_image_map_equals_naive_crops(net, image_hw):
     model, variables, fc_model, converted, geometry = net
     images = _images((2, *image_hw, 3), seed=1)
     got = fc_model.apply(converted, images)
-    chex.assert_shape(got["logits"], (2, *geometry.output_size(image_hw), 3))
+    chex.assert_shape(got["logits"], (2, *geometry.output_size(image_hw), 3 + model.background))
     nh, nw = geometry.num_windows(image_hw)
     assert nh >= 3 and nw >= 2
     # Reference: every crop at the matching offset classified by the FC net, one at a time.
@@ -87,8 +92,9 @@ def test_large_image_map_equals_naive_crops(net, image_hw):
     # The batched naive sliding window gives the same scores (and boxes in image pixels).
     probs, boxes = naive_sliding_window(model, variables, images, geometry=geometry)
     chex.assert_shape(probs, (2, nh, nw, 3))
+    # With a background class the maps hold the object columns of the (K + 1)-way softmax.
     chex.assert_trees_all_close(
-        probs, jax.nn.softmax(got["logits"][:, :nh, :nw]), atol=1e-6, rtol=1e-5
+        probs, jax.nn.softmax(got["logits"][:, :nh, :nw])[..., :3], atol=1e-6, rtol=1e-5
     )
     windows = jnp.asarray(geometry.window_boxes((nh, nw)))
     anchors = windows[None, :, :, None] if model.class_specific else windows[None]
@@ -115,6 +121,50 @@ def test_multiscale_equals_naive_multiscale(net):
         # Windows are reported in original-image pixels.
         np.testing.assert_allclose(f.windows[0, 0], np.array([0, 0, 32, 32]) / f.scale)
         assert float(f.boxes.max()) <= 48.0 + 1e-4 and float(f.boxes.min()) >= 0.0
+
+
+@pytest.mark.parametrize("image_hw", [(56, 72), (61, 47), (33, 40)])
+def test_fine_stride_map_equals_naive_crops_at_half_the_stride(net, image_hw):
+    """Overfeat's offset max-pooling: windows every 4 px (8 / pool 2), same FC-net scores."""
+    model, variables, _, converted, _ = net
+    fc_model, geometry = fully_convolutional(model, WINDOW, fine_stride=True)
+    assert geometry.stride == 4 and geometry.offsets == 2
+    images = _images((2, *image_hw, 3), seed=4)
+    got = fc_model.apply(converted, images)
+    out_hw = geometry.output_size(image_hw)
+    chex.assert_shape(got["logits"], (2, *out_hw, 3 + model.background))
+    nh, nw = geometry.num_windows(image_hw)
+    assert nh <= out_hw[0] <= nh + 1 and nw <= out_hw[1] <= nw + 1
+    crops = jnp.stack(
+        [
+            images[:, 4 * i : 4 * i + WINDOW[0], 4 * j : 4 * j + WINDOW[1]]
+            for i in range(nh)
+            for j in range(nw)
+        ],
+        axis=1,
+    ).reshape(-1, *WINDOW, 3)
+    ref = jax.jit(model.apply)(variables, crops)
+    logits = ref["logits"].reshape(2, nh, nw, -1)  # crops are batch-major, then (i, j)
+    chex.assert_trees_all_close(got["logits"][:, :nh, :nw], logits, atol=1e-5, rtol=1e-5)
+    deltas = ref["box_deltas"].reshape(2, nh, nw, *ref["box_deltas"].shape[1:])
+    chex.assert_trees_all_close(got["box_deltas"][:, :nh, :nw], deltas, atol=1e-5, rtol=1e-5)
+    # The naive sliding window at the fine stride and the multi-scale maps agree too.
+    fast = apply_multiscale(fc_model, converted, images, (1.0, 1.25), geometry)
+    slow = naive_multiscale(model, variables, images, (1.0, 1.25), geometry)
+    for f, n in zip(fast, slow, strict=True):
+        h, w = n.probs.shape[1:3]
+        chex.assert_trees_all_close(f.probs[:, :h, :w], n.probs, atol=1e-6, rtol=1e-5)
+        chex.assert_trees_all_close(f.boxes[:, :h, :w], n.boxes, atol=1e-3, rtol=1e-5)
+
+
+def test_object_probs_drop_only_the_background_column():
+    logits = np.random.default_rng(5).normal(size=(2, 3, 5)).astype(np.float32)
+    z = np.exp(logits.astype(np.float64))
+    p = z / z.sum(-1, keepdims=True)
+    np.testing.assert_allclose(object_probs(jnp.asarray(logits), 4), p[..., :4], rtol=1e-5)
+    np.testing.assert_allclose(object_probs(jnp.asarray(logits), 5), p, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\) or \(\.\.\., 4\)"):
+        object_probs(jnp.asarray(logits), 3)
 
 
 class FullyConvShapesTest(chex.TestCase):

@@ -17,6 +17,7 @@ from jaxcv.tasks.localization import (
     localization_metrics,
     make_localization_task,
 )
+from jaxcv.tasks.window_sampling import WindowSampling, training_windows
 
 FIELDS = {"channels": (4, 8), "hidden_units": (16,), "box_hidden_units": (8,)}
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -281,3 +282,111 @@ def test_labels_from_objects_when_the_dataset_has_none():
     e2.update(with_label, outputs)
     assert e1.result() == e2.result()
     assert e1.result()["num_examples"] == (batch["example_valid"] & has_box).sum()
+
+
+def _scene_batch(seed=8, b=4, size=48):
+    """Scenes twice the 24-px window with one box each."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 20, (b, 1, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(8, 20, (b, 1, 2))], -1).astype(np.float32)
+    labels = rng.integers(0, 3, b).astype(np.int32)
+    return {
+        "image": rng.normal(size=(b, size, size, 3)).astype(np.float32),
+        "label": labels,
+        "boxes": boxes,
+        "classes": (labels[:, None] + 1).astype(np.int32),
+        "valid": np.ones((b, 1), bool),
+    }
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_window_mode_evaluates_the_resized_scene(background):
+    """With a window, evaluation is the whole-image task on scenes resized to the window."""
+    model = Localizer(num_classes=3, background=background, **FIELDS)
+    windowed = LocalizationTask(model, box_weights=WEIGHTS, window=(HW, HW))
+    plain = LocalizationTask(model, box_weights=WEIGHTS)
+    batch = _scene_batch()
+    variables = windowed.init_variables(jax.random.PRNGKey(0), batch)
+    assert variables["params"]["cls_out"]["kernel"].shape[-1] == 3 + background
+    resized = dict(
+        batch,
+        image=np.asarray(jax.image.resize(batch["image"], (4, HW, HW, 3), "linear")),
+        boxes=batch["boxes"] / 2,
+    )
+    params = {k: v for k, v in variables.items() if k != "params"}
+    _, (m_win, _) = windowed.loss_fn(variables["params"], params, batch, None, train=False)
+    _, (m_ref, _) = plain.loss_fn(variables["params"], params, resized, None, train=False)
+    chex.assert_trees_all_close(m_win, m_ref, rtol=1e-5, atol=1e-6)
+    out = windowed.predict_fn(variables, batch)
+    ref = plain.predict_fn(variables, resized)
+    chex.assert_shape(out["logits"], (4, 3))
+    np.testing.assert_array_equal(out["pred_label"], ref["pred_label"])
+    np.testing.assert_allclose(out["pred_boxes"], 2 * np.asarray(ref["pred_boxes"]), atol=1e-4)
+    if background:
+        raw = model.apply(variables, resized["image"])["logits"]
+        z = np.exp(np.asarray(raw, np.float64))
+        np.testing.assert_allclose(out["background_prob"], z[:, 3] / z.sum(1), rtol=1e-5)
+    else:
+        assert "background_prob" not in out
+
+
+def test_window_mode_trains_on_sampled_windows():
+    """The training loss is the loss of the sampled windows (background = class K)."""
+    model = Localizer(num_classes=3, background=True, batch_norm=False, **FIELDS)
+    sampling = WindowSampling(num_object=2, num_random=3, random_scale=(0.75, 1.5))
+    task = LocalizationTask(model, box_weights=WEIGHTS, window=(HW, HW), sampling=sampling)
+    batch = _scene_batch(9)
+    variables = task.init_variables(jax.random.PRNGKey(1), batch)
+    rng = jax.random.PRNGKey(2)
+    loss, (metrics, _) = jax.jit(lambda p, b, k: task.loss_fn(p, {}, b, k, train=True))(
+        variables["params"], batch, rng
+    )
+    _, key = jax.random.split(rng)
+    ex = training_windows(
+        key,
+        jnp.asarray(batch["image"]),
+        jnp.asarray(batch["boxes"]),
+        jnp.asarray(batch["classes"]),
+        jnp.asarray(batch["valid"]),
+        (HW, HW),
+        sampling,
+        num_classes=3,
+        background=True,
+    )
+    out = model.apply(variables, ex["images"].reshape(-1, HW, HW, 3))
+    target = np.asarray(ex["class_target"]).reshape(-1)
+    cw = np.asarray(ex["class_weight"]).reshape(-1)
+    bw = np.asarray(ex["box_weight"]).reshape(-1)
+    assert cw.sum() > bw.sum() > 0  # some background and some object windows
+    cls = (np_ce(np.asarray(out["logits"]), target) * cw).sum() / cw.sum()
+    window = np.array([0, 0, HW, HW], np.float64)
+    diff = np.asarray(out["box_deltas"], np.float64) - np_encode(
+        np.asarray(ex["box_target"]).reshape(-1, 4), window, WEIGHTS
+    )
+    box = (np_smooth_l1(diff).sum(1) * bw).sum() / bw.sum()
+    np.testing.assert_allclose(float(metrics["cls_loss"]), cls, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["box_loss"]), box, rtol=1e-4)
+    np.testing.assert_allclose(float(loss), cls + box, rtol=1e-4)
+    bg = (target == 3) & (cw > 0)
+    np.testing.assert_allclose(float(metrics["background_fraction"]), bg.sum() / cw.sum())
+    grads = jax.grad(lambda p: task.loss_fn(p, {}, batch, rng, train=True)[0])(variables["params"])
+    chex.assert_tree_all_finite(grads)
+    with pytest.raises(ValueError, match="needs an rng"):
+        task.loss_fn(variables["params"], {}, batch, None, train=True)
+
+
+def test_constructor_reads_window_sampling():
+    config = ml_collections.ConfigDict(
+        {
+            "train": {},
+            "localization": {
+                "window": (64, 64),
+                "sampling": {"num_object": 1, "num_random": 4, "relative_size": [0.2, 0.6]},
+            },
+        }
+    )
+    task = make_localization_task(config, Localizer(num_classes=2, background=True))
+    assert task.window == (64, 64) and task.background
+    assert task.sampling == WindowSampling(num_object=1, num_random=4, relative_size=(0.2, 0.6))
+    with pytest.raises(ValueError, match="window"):
+        LocalizationTask(Localizer(num_classes=2), window=(64,))
