@@ -2,7 +2,7 @@
 
 Command:   jaxcv train shapes_mask_rcnn --workdir runs/shapes_mask_rcnn
 Hardware:  2 CPU cores, no GPU, no network (shapes/multi is generated locally on first use:
-           6,000 train / 500 validation / 1,000 test 128x128 scenes with 1-5 objects of 3
+           6,000 train / 500 validation / 1,000 test 128x128 scenes with 1-5 objects of 4
            classes, each with its instance mask).
 Expected:  measured once, with `shapes_faster_rcnn` as of commit 2211436 (128x128 input,
            anchors 16/32/64, widths 32..128, 1,200 steps of batch 8, AdamW + cosine): on the
@@ -17,9 +17,9 @@ Expected:  measured once, with `shapes_faster_rcnn` as of commit 2211436 (128x12
 Everything of `shapes_faster_rcnn` (backbone, RPN, RoI sampling, box head, optimizer and
 schedule) is loaded from that config, so its tuning carries over. Added: the mask branch of
 Mask R-CNN on 14x14 RoI align of the stride-16 features, four 3x3 convs 32 wide (the paper's
-256 is not needed for three flat-coloured shape classes and costs 64x the FLOPs; on 2 CPU
+256 is not needed for four flat-coloured shape classes and costs 64x the FLOPs; on 2 CPU
 cores the backward pass of those convs dominates the step), a 2x2 stride-2 transposed conv
-to 28x28 and 3 per-class mask logits; the mask loss on up to 8 foreground RoIs per image (a
+to 28x28 and one mask logit per class (4); the mask loss on up to 8 foreground RoIs per image (a
 random subset of the sampled foreground; torchvision uses them all). At test time the mask
 branch runs on the 30 final detections per image (scenes have at most 5 objects; fewer slots
 than Faster R-CNN's 100 keep evaluation cheap); masks are pasted into the 128x128 image and
