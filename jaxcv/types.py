@@ -29,6 +29,9 @@ CLASSES: Final = "classes"
 VALID: Final = "valid"
 MASKS: Final = "masks"
 SEGMENTATION: Final = "segmentation"
+#: External proposals (R-CNN, Fast R-CNN): ``(B, P, 4)`` f32 xyxy pixels and ``(B, P)`` bool.
+PROPOSALS: Final = "proposals"
+PROPOSAL_VALID: Final = "proposal_valid"
 
 BATCH_KEYS: Final = (IMAGE, LABEL, BOXES, CLASSES, VALID, MASKS, SEGMENTATION)
 IGNORE_LABEL: Final = 255

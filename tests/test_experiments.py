@@ -86,9 +86,38 @@ HEADLINE = {
     "localization": ("localization_accuracy", None),
     "faster_rcnn": ("mAP50", None),
     "mask_rcnn": ("mask_AP50", "figures/sample_instance_masks.png"),
+    "rcnn": ("mAP50", None),
+    "fast_rcnn": ("mAP50", None),
 }
 # Dense patch-CNN evaluation costs seconds per image: evaluate 4 images in the smoke run.
-EXTRA_SMOKE = {"shapes_patch_cnn": ["data.eval_split=test[:4]", "train.best_metric=test[:4]/mIoU"]}
+EXTRA_SMOKE = {
+    "shapes_patch_cnn": ["data.eval_split=test[:4]", "train.best_metric=test[:4]/mIoU"],
+    # R-CNN / Fast R-CNN: selective search (~0.5 s per image) on a few images only; VGG-16 on
+    # small inputs and crops.
+    **{
+        name: [
+            "data.train_split=train[:8]",
+            "data.eval_split=test[:4]",
+            "train.best_metric=test[:4]/mAP50",
+        ]
+        for name in ("shapes_rcnn", "shapes_fast_rcnn")
+    },
+    "voc07_fast_rcnn_vgg16": [
+        "data.train_split=train",
+        "data.image_size=(96, 128)",
+        "proposals.num_train=32",
+        "proposals.num_test=32",
+    ],
+    "voc07_rcnn_vgg16": [
+        "data.train_split=train",
+        "data.image_size=(64, 64)",
+        "model.warp_size=32",
+        "model.context_padding=4.0",
+        "detection.roi_batch_size_per_image=4",
+        "detection.test_chunk_size=4",
+        "proposals.num_test=8",
+    ],
+}
 
 
 @pytest.mark.parametrize("name", TRAINED)
@@ -96,6 +125,8 @@ def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
     config = experiments.load_config(name, SMOKE + EXTRA_SMOKE.get(name, []))
     assert config.name == name
     assert config.train.best_metric.startswith(config.data.eval_split + "/")
+    if config.get("proposals") is not None:  # proposal caches of the run stay in tmp_path
+        config.proposals.cache_dir = str(tmp_path / "proposals")
     if config.data.name in BUILTIN:
         config.data.data_dir = builtin_data_dir
         results = train_and_evaluate(config, tmp_path)

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from jaxcv.data import transforms as T
 from jaxcv.data.info import load_builder, prepare
 from jaxcv.data.registry import DatasetSpec, get_spec, not_prepared_error
+from jaxcv.proposals.pipeline import join_proposals, mask_padding
 from jaxcv.types import BOXES, IMAGE, VALID
 
 EXAMPLE_VALID = "example_valid"
@@ -100,6 +101,7 @@ def make_pipeline(
     keys: Sequence[str] | None = None,
     grayscale_to_rgb: bool = False,
     shuffle_buffer: int | None = None,
+    proposals=None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of dict batches (``tfds.as_numpy`` gives NumPy dicts).
 
@@ -132,6 +134,10 @@ def make_pipeline(
       grayscale_to_rgb: repeat single-channel images to 3 channels.
       shuffle_buffer: examples in the shuffle buffer (default: the whole split for datasets
         cached in memory, else 2048).
+      proposals: a :class:`jaxcv.proposals.pipeline.ProposalTable` of ``split`` (one row per
+        example, in split order): adds ``proposals (B, P, 4)`` and ``proposal_valid (B, P)``,
+        joined by position before shuffling (files are then read in order) and moved by the
+        resize and the flip; the augmentation is then the flip only. Single process only.
 
     Raises:
       ValueError: unknown dataset or key, bad sizes or process indices.
@@ -157,11 +163,13 @@ def make_pipeline(
     epochs = None if repeat is True else max(1, int(repeat))
     drop_remainder = train if drop_remainder is None else drop_remainder
 
+    if proposals is not None and process_count > 1:
+        raise ValueError("external proposals are joined by position: use process_count=1")
     ds = _read(
         spec,
         split,
         data_dir=data_dir,
-        train=train,
+        train=train and proposals is None,
         seed=seed,
         skipped=skipped,
         process_index=process_index,
@@ -175,6 +183,8 @@ def make_pipeline(
         return {k: v for k, v in example.items() if k in wanted}
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if proposals is not None:
+        ds = join_proposals(ds, proposals)
     if spec.cache:
         ds = ds.cache()
     if train:
@@ -194,9 +204,10 @@ def make_pipeline(
             )
             if aug.hflip:
                 example = T.random_flip(example, seeds[0])
-            if aug.translate:
+            # Shifts and crops would cut external proposals: with them, the flip only.
+            if aug.translate and proposals is None:
                 example = T.random_translate(example, seeds[1], aug.translate)
-            if aug.crop_min_scale is not None:
+            if aug.crop_min_scale is not None and proposals is None:
                 example = T.random_resized_crop(
                     example, seeds[2], aug.crop_min_scale, out_size=image_size
                 )
@@ -205,6 +216,8 @@ def make_pipeline(
         if grayscale_to_rgb and example[IMAGE].shape[-1] == 1:
             example = T.grayscale_to_rgb(example)
         example = T.normalize(example, spec.mean, spec.std)
+        if proposals is not None:
+            example = mask_padding(example)
         if BOXES in example:
             example = T.pad_objects(example, max_objects)
             if BOXES not in (keys or wanted):

@@ -3,7 +3,9 @@
 An *example* is a dict with (a subset of) the keys of :mod:`jaxcv.types`, before batching:
 ``image (H, W, C)`` (uint8 or float32 in 0..255 before :func:`normalize`), ``label ()`` int32,
 ``boxes (N, 4)`` float32 xyxy pixels, ``classes (N,)`` int32 in 1..K, ``masks (N, H, W)``
-uint8, ``segmentation (H, W)`` int32, ``ignore (N,)`` bool and ``original_size (2,)`` int32.
+uint8, ``segmentation (H, W)`` int32, ``ignore (N,)`` bool and ``original_size (2,)`` int32;
+external ``proposals (P, 4)`` float32 xyxy pixels are moved by :func:`resize` and
+:func:`random_flip` like boxes (never filtered; crops do not support them).
 ``N`` varies per example until :func:`pad_objects` pads it to ``max_objects``.
 
 Policies:
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from jaxcv.types import BOXES, CLASSES, IMAGE, MASKS, SEGMENTATION, VALID
+from jaxcv.types import BOXES, CLASSES, IMAGE, MASKS, PROPOSALS, SEGMENTATION, VALID
 
 IGNORE = "ignore"
 OBJECT_KEYS = (BOXES, CLASSES, MASKS, IGNORE)
@@ -101,6 +103,10 @@ def resize(example: dict, size: Sequence[int] | tf.Tensor) -> dict:
         sx = tf.cast(size[1], tf.float32) / tf.cast(w, tf.float32)
         sy = tf.cast(size[0], tf.float32) / tf.cast(h, tf.float32)
         out[BOXES] = out[BOXES] * tf.stack([sx, sy, sx, sy])
+    if PROPOSALS in out:
+        sx = tf.cast(size[1], tf.float32) / tf.cast(w, tf.float32)
+        sy = tf.cast(size[0], tf.float32) / tf.cast(h, tf.float32)
+        out[PROPOSALS] = out[PROPOSALS] * tf.stack([sx, sy, sx, sy])
     if MASKS in out:
         masks = tf.image.resize(out[MASKS][..., None], size, method="nearest")[..., 0]
         out[MASKS] = tf.ensure_shape(masks, [None, *static])
@@ -121,12 +127,16 @@ def random_flip(example: dict, seed: tf.Tensor) -> dict:
     if MASKS in out:
         masks = out[MASKS]
         out[MASKS] = tf.cond(flip, lambda: tf.reverse(masks, [2]), lambda: masks)
-    if BOXES in out:
-        boxes = out[BOXES]
-        wf = tf.cast(w, tf.float32)
-        flipped = tf.stack([wf - boxes[:, 2], boxes[:, 1], wf - boxes[:, 0], boxes[:, 3]], 1)
-        out[BOXES] = tf.cond(flip, lambda: flipped, lambda: boxes)
+    wf = tf.cast(w, tf.float32)
+    for key in (BOXES, PROPOSALS):
+        if key in out:
+            out[key] = _flip_boxes(out[key], wf, flip)
     return out
+
+
+def _flip_boxes(boxes: tf.Tensor, width: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+    flipped = tf.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    return tf.where(flip, flipped, boxes)
 
 
 def crop(example: dict, y0, x0, h, w, min_visible_fraction: float = 0.25) -> dict:

@@ -36,12 +36,14 @@ from jaxcv.models.backbones import (
     VGGBackbone,
 )
 from jaxcv.models.deconvnet import DeconvNet
+from jaxcv.models.fast_rcnn import FastRCNN
 from jaxcv.models.faster_rcnn import FasterRCNN
 from jaxcv.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from jaxcv.models.layers import canonical_dtype
 from jaxcv.models.localizer import Localizer
 from jaxcv.models.mask_head import MaskRCNN
 from jaxcv.models.patch_cnn import PatchCNN
+from jaxcv.models.rcnn import RCNN
 from jaxcv.models.vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -65,6 +67,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "localizer": Localizer,
     "faster_rcnn": FasterRCNN,
     "mask_rcnn": MaskRCNN,
+    "rcnn": RCNN,
+    "fast_rcnn": FastRCNN,
 }
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")

@@ -222,10 +222,15 @@ def dataset_proposals(
     from jaxcv.data import get_info
 
     splits = get_info(name, data_dir).splits
-    if split not in splits:
+    if splits and split not in splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {list(splits)}")
-    available = splits[split]
-    count = available if num_images is None else min(int(num_images), available)
+    if split in splits:
+        available = splits[split]
+        count = available if num_images is None else min(int(num_images), available)
+    elif num_images is not None:  # split sizes unknown (e.g. tfds mock data)
+        count = int(num_images)
+    else:
+        count = sum(1 for _ in raw_examples(name, split, data_dir=data_dir))
     path = default_cache_path(name, split, mode, count, max_proposals, cache_dir=cache_dir)
     images = (ex["image"] for ex in raw_examples(name, split, data_dir=data_dir, num_images=count))
     return compute_proposals(

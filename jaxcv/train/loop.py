@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from jaxcv import data as jdata
+from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.train import report as report_lib
 from jaxcv.train.checkpoint import Checkpointer
 from jaxcv.train.logging import MetricsWriter, ProgressBar, peak_rss_mb, read_metrics
@@ -175,6 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         process_index=jax.process_index(),
         process_count=process_count,
         keys=batch_keys(config),
+        proposals=proposal_table(config, dc.train_split, train=True),
     )
     eval_ds = make_eval_pipeline(config)
 

@@ -20,10 +20,13 @@ import numpy as np
 
 from jaxcv import data as jdata
 from jaxcv.models import build_model
+from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.tasks import autoencoder as autoencoder_tasks
+from jaxcv.tasks import fast_rcnn as fast_rcnn_tasks
 from jaxcv.tasks import faster_rcnn as faster_rcnn_tasks
 from jaxcv.tasks import localization as localization_tasks
 from jaxcv.tasks import mask_rcnn as mask_rcnn_tasks
+from jaxcv.tasks import rcnn as rcnn_tasks
 from jaxcv.tasks import segmentation as segmentation_tasks
 from jaxcv.tasks.classification import EXAMPLE_VALID, ClassificationTask
 from jaxcv.train.checkpoint import fingerprint
@@ -67,6 +70,8 @@ TASKS = {
     "localization": localization_tasks.make_localization_task,
     "faster_rcnn": faster_rcnn_tasks.task_from_config,
     "mask_rcnn": mask_rcnn_tasks.task_from_config,
+    "rcnn": rcnn_tasks.task_from_config,
+    "fast_rcnn": fast_rcnn_tasks.task_from_config,
 }
 
 # Explicit name -> the batch keys the task reads (the pipeline skips decoding the others).
@@ -78,6 +83,9 @@ TASK_KEYS = {
     "localization": localization_tasks.LOCALIZATION_KEYS,
     "faster_rcnn": ("image", "boxes", "classes", "valid", "original_size"),
     "mask_rcnn": mask_rcnn_tasks.MASK_RCNN_KEYS,
+    # R-CNN and Fast R-CNN also get ``proposals`` from their config's ``proposals`` section.
+    "rcnn": ("image", "boxes", "classes", "valid", "original_size"),
+    "fast_rcnn": ("image", "boxes", "classes", "valid", "original_size"),
 }
 
 # Tasks whose ``num_classes`` counts the background class too (per-pixel labels 0..K).
@@ -113,9 +121,10 @@ def make_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = No
     padded to ``eval_batch_size`` with ``example_valid``."""
     dc = config.data
     count = jax.process_count()
+    split = split or dc.eval_split
     return jdata.make_pipeline(
         dc.name,
-        split or dc.eval_split,
+        split,
         dc.eval_batch_size // count,
         train=False,
         seed=config.seed,
@@ -125,6 +134,7 @@ def make_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = No
         process_index=jax.process_index(),
         process_count=count,
         keys=batch_keys(config),
+        proposals=proposal_table(config, split, train=False),
     )
 
 
