@@ -2,19 +2,30 @@
 
 Command:   jaxcv train shapes_faster_rcnn --workdir runs/shapes_faster_rcnn
 Hardware:  2 CPU cores, no GPU, no network (shapes/multi is generated locally on first use:
-           6,000 train / 500 validation / 1,000 test 128x128 scenes with 1-5 objects of 3
+           6,000 train / 500 validation / 1,000 test 128x128 scenes with 1-5 objects of 4
            classes).
-Expected:  measured with this config (1,200 steps of batch 8, about 1.6 epochs, through
-           jaxcv's engine): test VOC07 mAP@0.5 0.562, COCO AP 0.408 / AP50 0.570; train step
-           0.32-0.40 s on 2 lightly loaded cores (0.69 s on average with the CPU shared), about
-           14 minutes. The issue's goal (mAP@0.5 >= 0.90) is NOT reached by this schedule.
+Expected:  measured with this config (1,500 steps of batch 8, 2 epochs): test VOC07 mAP@0.5
+           0.884 (0.832 at step 750), COCO AP 0.756 / AP50 0.919 / AP75 0.844 on the 1,000
+           test images. Train step 1.1 s in a synthetic-batch profile (CPU load ~5), 2.7 s on
+           average over the run (load 6-19: the 2 cores were shared with other training jobs),
+           compile 68 s, 73 minutes wall (not measured on idle cores). The issue's goal
+           (mAP@0.5 >= 0.90) is NOT reached: 0.884 is the best measured.
+
+Why the input is upscaled to 256x256: the objects are small for a stride-16 detector (square
+root of the box area on the test split: median 33 px, 5% below 17 px, 24% below 24 px at
+128x128), so at the native size the feature map is 8x8 and most objects cover one or two
+cells. The first version (128x128 input, anchors 16/32/64, widths 32..128, 1,200 steps) reached
+mAP@0.5 0.562 / COCO AP 0.408. Doubling the input (a 16x16 map; anchors doubled to 32, 64,
+128 px) with narrower early stages (widths 16, 32, 64, 128: 1.1 s per step against 1.5 s for
+32, 64, 96, 128 at 256 px, same load) gave 0.832 after 750 steps and 0.884 after 1,500.
 
 The model is trained from scratch, end to end (approximate joint training in one jitted step):
-a four-stage conv trunk (stride 16, GroupNorm) gives an 8x8 map; the RPN has 9 anchors per
-position (sizes 16, 32, 64 pixels, aspect ratios 0.5, 1, 2); 256 sampled anchors per image;
-proposals: all 576 anchors before NMS, 128 kept in training and 100 at test time; 128 sampled
-RoIs per image (25% foreground); RoI align 7x7; a two-layer 256-wide FC box head. AdamW with
-warmup and a cosine decay, gradient clipping.
+a four-stage conv trunk (stride 16, GroupNorm) gives a 16x16 map; the RPN has 9 anchors per
+position (sizes 32, 64, 128 pixels of the 256-px input, aspect ratios 0.5, 1, 2); 256 sampled
+anchors per image; proposals: the 600 best of the 2,304 anchors before NMS, 128 kept in
+training and 100 at test time; 128 sampled RoIs per image (25% foreground); RoI align 7x7; a
+two-layer 256-wide FC box head. AdamW with warmup and a cosine decay, gradient clipping.
+Detections are mapped back to the 128x128 originals for evaluation.
 """
 
 import ml_collections
@@ -32,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = None
     config.data.batch_size = 8
     config.data.eval_batch_size = 50
-    config.data.image_size = None
+    config.data.image_size = (256, 256)
     config.data.augment = True
     config.data.max_objects = 8
     config.data.train_split = "train"
@@ -42,10 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.name = "faster_rcnn"
     config.model.num_classes = None
     config.model.backbone = "small"
-    config.model.backbone_widths = (32, 64, 96, 128)
+    config.model.backbone_widths = (16, 32, 64, 128)
     config.model.backbone_depth = 2
     config.model.backbone_norm = "group"
-    config.model.anchor_sizes = (16.0, 32.0, 64.0)
+    config.model.anchor_sizes = (32.0, 64.0, 128.0)
     config.model.aspect_ratios = (0.5, 1.0, 2.0)
     config.model.roi_size = 7
     config.model.sampling_ratio = 2
@@ -76,10 +87,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.freeze = []
 
     config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 1200
+    config.train.num_steps = 1500
     config.train.log_every = 25
-    config.train.eval_every = 400
-    config.train.checkpoint_every = 400
+    config.train.eval_every = 750
+    config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
     config.train.best_metric = "test/mAP50"
     config.train.best_mode = "max"

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import jaxcv  # noqa: F401  (sets the CPU XLA flag before jax initialises)
 
-DEMO_EXPERIMENTS = ("digits_cnn",)
+#: What ``jaxcv demo`` trains, and the test metric its summary prints for each.
+DEMO_EXPERIMENTS = ("digits_cnn", "demo_faster_rcnn")
+DEMO_METRICS = ("test/accuracy", "test/mAP50")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 DEBUG_ENV = "JAXCV_DEBUG"
@@ -139,9 +141,8 @@ def _cmd_demo(args) -> int:
         reports.append((name, workdir / "report.md", results))
     print("\nDemo finished:")
     for name, report, results in reports:
-        acc = results.get("test/accuracy")
-        figure = f"test/accuracy={acc:.4f}  " if acc is not None else ""
-        print(f"  {name}: {figure}report: {report.resolve()}")
+        figures = "".join(f"{k}={results[k]:.4f}  " for k in DEMO_METRICS if k in results)
+        print(f"  {name}: {figures}report: {report.resolve()}")
     return 0
 
 

@@ -55,6 +55,8 @@ EXPERIMENTS: dict[str, str] = {
     "shapes_overfeat": "shapes_overfeat.py",
     "imagenet_localize": "imagenet_localize.py",
     "shapes_faster_rcnn": "shapes_faster_rcnn.py",
+    "demo_faster_rcnn": "demo_faster_rcnn.py",
+    "voc07_faster_rcnn_vgg16": "voc07_faster_rcnn_vgg16.py",
     "shapes_rcnn": "shapes_rcnn.py",
     "shapes_fast_rcnn": "shapes_fast_rcnn.py",
     "voc07_rcnn_vgg16": "voc07_rcnn_vgg16.py",
