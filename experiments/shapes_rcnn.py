@@ -15,11 +15,11 @@ Expected:  measured with this config (300 steps of batch 4 = 128 windows per ste
 
 Every proposal is dilated to leave 4 pixels of context at the warped size (the paper's 16 at
 227 pixels is 2.3 at this 32-pixel warp; 4 keeps a little more context for the small objects
-here) and warped to 32x32 with a bilinear crop-and-resize (64x64 took about 9 s per step here, too slow on
+here) and warped to 32x32 with a bilinear crop-and-resize (64x64 took about 9 s per step on
 the shared CPU); the trunk is the small stride-16 conv trunk of shapes_faster_rcnn run on each
-crop (2x2x128 "pool5"), then
-two 256-wide FC layers, a softmax over K + 1 classes (instead of the paper's per-class SVMs)
-and class-specific box regression from pool5 (as the paper). Fine-tuning samples 32 windows
+crop (2x2x128 "pool5"), then two 256-wide FC layers, a softmax over K + 1 classes (instead
+of the paper's per-class SVMs) and class-specific box regression from pool5 (as the paper).
+Fine-tuning samples 32 windows
 per image (25% foreground at IoU >= 0.5, ground truth included), batches of 4 images (the
 paper's 128 windows per minibatch), from scratch. Test: every proposal is warped and scored in
 chunks of 50, per-class NMS 0.3.
