@@ -4,6 +4,7 @@
     jaxcv eval EXPERIMENT --workdir DIR [--checkpoint best|latest] [--set key=value ...]
     jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--top-k K]
     jaxcv data prepare NAME [--data-dir DIR]
+    jaxcv data proposals NAME --split SPLIT [--num-images N] [--mode fast|quality]
     jaxcv demo [--workdir DIR]
     jaxcv list
 
@@ -69,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep = data_sub.add_parser("prepare", help="build/cache a dataset (no-op when cached)")
     prep.add_argument("name", help="dataset name, e.g. digits, shapes/single, mnist")
     prep.add_argument("--data-dir", type=Path, default=None)
+    props = data_sub.add_parser(
+        "proposals", help="compute and cache selective-search proposals (R-CNN, Fast R-CNN)"
+    )
+    props.add_argument("name", help="dataset name, e.g. shapes/multi")
+    props.add_argument("--split", required=True, help="split name, e.g. train or test")
+    props.add_argument("--num-images", type=int, default=None, help="only the first N images")
+    props.add_argument("--mode", choices=("fast", "quality"), default="fast")
+    props.add_argument("--data-dir", type=Path, default=None)
 
     p = sub.add_parser("demo", help="train and evaluate the demo experiments on built-in data")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
@@ -124,6 +133,22 @@ def _cmd_predict(args) -> int:
 def _cmd_data(args) -> int:
     from jaxcv import data
 
+    if args.data_command == "proposals":
+        from jaxcv.proposals.pipeline import precompute
+
+        if args.num_images is not None and args.num_images < 1:
+            raise ValueError(f"--num-images must be >= 1; got {args.num_images}")
+        # The cache place the training pipeline looks in (jaxcv.proposals.pipeline).
+        cache_dir = None if args.data_dir is None else args.data_dir / "jaxcv_proposals"
+        counts = precompute(
+            args.name,
+            {args.split: args.num_images},
+            mode=args.mode,
+            data_dir=args.data_dir,
+            cache_dir=cache_dir,
+        )
+        print(f"{args.name} {args.split}: proposals for {counts[args.split]} images cached")
+        return 0
     data.prepare(args.name, data_dir=args.data_dir)
     print(f"{args.name}: ready")
     return 0

@@ -154,3 +154,30 @@ def test_train_eval_predict_on_digits(builtin_data_dir, tmp_path, capsys):
 
     assert cli.main(["predict", "digits_cnn", *common, str(tmp_path / "missing.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_data_proposals_fills_the_pipeline_cache(builtin_data_dir, tmp_path, capsys):
+    import shutil
+
+    from jaxcv.proposals.pipeline import split_proposals
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(builtin_data_dir, data_dir)
+    argv = ["data", "proposals", "shapes/multi", "--split", "test", "--num-images", "2"]
+    assert cli.main([*argv, "--data-dir", str(data_dir)]) == 0
+    assert "proposals for 2 images cached" in capsys.readouterr().out
+    cached = list((data_dir / "jaxcv_proposals").glob("*.npz"))
+    assert len(cached) == 1
+    # The training pipeline's lookup reads that file instead of recomputing.
+    mtime = cached[0].stat().st_mtime_ns
+    table = split_proposals(
+        "shapes/multi", "test[:2]", 50, data_dir=data_dir, cache_dir=data_dir / "jaxcv_proposals"
+    )
+    assert len(table) == 2 and table.valid[:, 0].all()
+    assert cached[0].stat().st_mtime_ns == mtime
+
+
+def test_data_proposals_rejects_a_bad_count(capsys):
+    argv = ["data", "proposals", "shapes/multi", "--split", "test", "--num-images", "0"]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert "--num-images must be >= 1" in capsys.readouterr().err
