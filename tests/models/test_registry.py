@@ -12,7 +12,15 @@ def test_models_registry_names():
     classifiers = {"cnn", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"}
     classifiers |= {"resnet18", "resnet34", "resnet50"}
     others = {"autoencoder", "encoder_classifier", "vae", "fcn", "fcn32s", "fcn16s", "fcn8s"}
-    others |= {"deconvnet", "patch_cnn", "localizer", "faster_rcnn"}
+    others |= {
+        "deconvnet",
+        "patch_cnn",
+        "localizer",
+        "faster_rcnn",
+        "mask_rcnn",
+        "rcnn",
+        "fast_rcnn",
+    }
     assert set(MODELS) == classifiers | others
     for name in classifiers:
         fields = model_fields(name)
