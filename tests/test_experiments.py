@@ -4,8 +4,11 @@ Built-in datasets come from the session's ``builtin_data_dir``; the real-data co
 cifar10) run on ``tfds.testing.mock_data`` (random examples with the real dataset's features).
 """
 
+import gc
 import json
+import os
 
+import jax
 import pytest
 import tensorflow_datasets as tfds
 
@@ -28,6 +31,21 @@ SMOKE = [
 @pytest.fixture(autouse=True)
 def _no_compilation_cache(monkeypatch):
     monkeypatch.setenv(runtime.CACHE_ENV, "off")
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_runs():
+    """Each smoke run compiles a whole model; drop the executables afterwards, or the suite's
+    one process grows past the 24 GiB of the CI machine (seen with the VGG-16 detectors)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
+
+
+# VGG-16 detectors at VOC size take ~11 GB and minutes per smoke run on 2 CPU cores: run them
+# with JAXCV_SLOW_TESTS=1 (they passed so when added).
+SLOW_SMOKE = {"voc07_rcnn_vgg16", "voc07_fast_rcnn_vgg16", "voc07_faster_rcnn_vgg16"}
+SLOW_ENV = "JAXCV_SLOW_TESTS"
 
 
 def test_every_experiment_is_listed():
@@ -124,6 +142,8 @@ EXTRA_SMOKE = {
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
+    if name in SLOW_SMOKE and os.environ.get(SLOW_ENV) != "1":
+        pytest.skip(f"VGG-16 at VOC size: set {SLOW_ENV}=1 to smoke-train {name}")
     config = experiments.load_config(name, SMOKE + EXTRA_SMOKE.get(name, []))
     assert config.name == name
     assert config.train.best_metric.startswith(config.data.eval_split + "/")
