@@ -76,6 +76,12 @@ STUDIES: dict[str, str] = {
 
 DIR_ENV = "JAXCV_EXPERIMENTS_DIR"
 
+# Top-level run options every experiment accepts (``--set profile=true``), filled in by
+# :func:`load_config` when the experiment's file does not set them.
+RUN_OPTIONS: dict[str, Any] = {
+    "profile": False,  # jax profiler trace of a few steps into workdir/profile
+}
+
 
 def experiments_dir() -> Path:
     """``$JAXCV_EXPERIMENTS_DIR``, else the repository's ``experiments/`` folder."""
@@ -126,13 +132,18 @@ def load_module(name_or_path: str | os.PathLike) -> ModuleType:
 def load_config(
     name_or_path: str | os.PathLike, overrides: Sequence[str] = ()
 ) -> ml_collections.ConfigDict:
-    """``get_config()`` of the experiment, with ``key=value`` overrides applied."""
+    """``get_config()`` of the experiment, with :data:`RUN_OPTIONS` defaults filled in and
+    ``key=value`` overrides applied."""
     config = load_module(name_or_path).get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ValueError(
             f"get_config() of {name_or_path} must return an ml_collections.ConfigDict; "
             f"got {type(config).__name__}"
         )
+    for key, default in RUN_OPTIONS.items():
+        if key not in config:
+            with config.unlocked():
+                config[key] = default
     return apply_overrides(config, overrides)
 
 

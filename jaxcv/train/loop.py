@@ -10,6 +10,8 @@ checkpointer (:mod:`jaxcv.train`), and writes the run outputs of DESIGN.md into 
     report.md           curves, task figures, final table, config (PNGs under figures/)
     results.json        the final evaluation, flat names (``test/accuracy``, ...), plus
                         ``train/steps``, ``train/images_per_s``, ``peak_rss_mb``
+    profile/            with ``profile=True``: a jax profiler trace of a few steps after
+                        warm-up (:mod:`jaxcv.train.profiling`), for TensorBoard
 
 The jitted step is compiled once and runs asynchronously: metrics stay on device and are
 fetched every ``log_every`` steps (and before every evaluation or checkpoint), where non-finite
@@ -37,6 +39,7 @@ from jaxcv.train.checkpoint import Checkpointer
 from jaxcv.train.logging import MetricsWriter, ProgressBar, peak_rss_mb, read_metrics
 from jaxcv.train.optim import make_optimizer
 from jaxcv.train.parallel import Parallel
+from jaxcv.train.profiling import StepProfiler
 from jaxcv.train.runtime import (
     Interruption,
     NonFiniteLossError,
@@ -210,6 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     num_steps, batch = int(tc.num_steps), int(dc.batch_size)
     progress = ProgressBar(num_steps, start_step)
+    profiler = StepProfiler.for_run(config, workdir, start_step, num_steps)
     pending: list[dict[str, Any]] = []
     window_start_step, window_t0 = start_step, time.perf_counter()
     train_time, trained_steps, compile_s, last_train = 0.0, 0, 0.0, {}
@@ -280,7 +284,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         with Interruption() as interruption:
             for step in range(start_step + 1, num_steps + 1):
+                profiler.before(step, state)
                 state, metrics = p_train(state, parallel.put_batch(next(train_iter)))
+                profiler.after(step, (state, metrics))
                 pending.append(metrics)
                 if step == start_step + 1:
                     # One sync after the first step: its time is mostly compilation.
@@ -309,6 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             eval_metrics = run_eval(num_steps)
             step = num_steps
     finally:
+        profiler.close()
         progress.close()
         checkpointer.wait()
         checkpointer.close()
@@ -339,6 +346,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ]
     if interrupted:
         notes.append("Interrupted before the end: no final evaluation; rerun to resume.")
+    if profiler.written is not None:
+        notes.append(
+            f"Profiler trace of steps {profiler.first}-{profiler.last} in `{profiler.written}` "
+            f"(`tensorboard --logdir {profiler.written}`)."
+        )
     best = checkpointer.best_step() if hasattr(checkpointer, "best_step") else None
     if best is not None and tc.best_metric:
         notes.append(f"Best checkpoint by `{tc.best_metric}`: step {best}.")
