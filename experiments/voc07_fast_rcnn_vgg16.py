@@ -30,24 +30,18 @@ counted as ordinary ground truth (the task's batch keys do not include ``ignore`
 
 import ml_collections
 
+from jaxcv.experiments import load_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-    """The voc07_fast_rcnn_vgg16 config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "voc07_fast_rcnn_vgg16"
-    config.seed = 0
-    config.task = "fast_rcnn"
+    """The voc07_fast_rcnn_vgg16 config (see the module docstring).
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "voc/2007"
-    config.data.data_dir = None
-    config.data.batch_size = 2
-    config.data.eval_batch_size = 8
-    config.data.image_size = (600, 800)
-    config.data.augment = True
-    config.data.max_objects = 48
-    config.data.train_split = "train+validation"
-    config.data.eval_split = "test"
+    Data, optimizer and schedule are those of ``voc07_faster_rcnn_vgg16`` (the two papers
+    share them); the model, the RoI settings and the external proposals are Fast R-CNN's.
+    """
+    config = load_config("voc07_faster_rcnn_vgg16")
+    config.name = "voc07_fast_rcnn_vgg16"
+    config.task = "fast_rcnn"
 
     config.proposals = ml_collections.ConfigDict()
     config.proposals.mode = "fast"
@@ -64,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout_rate = 0.5
     config.model.dtype = "float32"
 
+    # Fields of jaxcv.tasks.fast_rcnn.ProposalDetectionSettings.
     config.detection = ml_collections.ConfigDict()
     config.detection.roi_batch_size_per_image = 64
     config.detection.roi_positive_fraction = 0.25
@@ -72,28 +67,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.detection.box_nms_threshold = 0.3
     config.detection.detections_per_image = 100
     config.detection.test_chunk_size = 0
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = False
-    config.optimizer.weight_decay = 5e-4
-    config.optimizer.schedule = "step"
-    config.optimizer.boundaries = (30000,)
-    config.optimizer.decay_factor = 0.1
-    config.optimizer.warmup_steps = 500
-    config.optimizer.grad_clip_norm = 10.0
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 40000
-    config.train.log_every = 100
-    config.train.eval_every = 10000
-    config.train.checkpoint_every = 2000
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/mAP50"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
     return config

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcv.models.faster_rcnn import BACKBONES, STRIDE
-from jaxcv.models.layers import check_images, torch_linear_kernel_init
+from jaxcv.models.layers import check_features_and_rois, check_images, torch_linear_kernel_init
 from jaxcv.ops.roi_pool import roi_pool
 
 Dtype = Any
@@ -135,12 +135,7 @@ class FastRCNN(nn.Module):
         Returns:
           ``class_logits (B, R, K + 1)`` and ``box_deltas (B, R, K + 1, 4)``, float32.
         """
-        if features.ndim != 4:
-            raise ValueError(f"features must be (B, h, w, C); got shape {features.shape}")
-        if rois.ndim != 3 or rois.shape[-1] != 4 or rois.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"rois must be (B, R, 4) with B = {features.shape[0]}; got shape {rois.shape}"
-            )
+        check_features_and_rois(features, rois)
         pooled = roi_pool(features, rois, self.roi_size, spatial_scale=1.0 / self.stride)
         batch, num_rois = rois.shape[:2]
         return self.head(pooled.reshape(batch, num_rois, -1), train=train)

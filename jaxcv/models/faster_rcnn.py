@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jaxcv.models.backbones.resnet import RESNET_SPECS, ResNetBackbone
 from jaxcv.models.backbones.small import SmallBackbone
 from jaxcv.models.backbones.vgg import VGG16_STAGES, VGGBackbone
-from jaxcv.models.layers import check_images, torch_linear_kernel_init
+from jaxcv.models.layers import check_features_and_rois, check_images, torch_linear_kernel_init
 from jaxcv.models.rpn import RPNHead
 from jaxcv.ops.anchors import num_anchors_per_location
 from jaxcv.ops.roi_align import roi_align
@@ -193,12 +193,7 @@ class FasterRCNN(nn.Module):
           ``class_logits``: ``(B, R, K + 1)`` float32;
           ``box_deltas``: ``(B, R, K + 1, 4)`` float32 class-specific deltas.
         """
-        if features.ndim != 4:
-            raise ValueError(f"features must be (B, h, w, C); got shape {features.shape}")
-        if rois.ndim != 3 or rois.shape[-1] != 4 or rois.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"rois must be (B, R, 4) with B = {features.shape[0]}; got shape {rois.shape}"
-            )
+        check_features_and_rois(features, rois)
         pooled = roi_align(
             features,
             rois,

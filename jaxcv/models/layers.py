@@ -68,6 +68,17 @@ def check_images(images: Any, name: str = "images") -> None:
         )
 
 
+def check_features_and_rois(features: Any, rois: Any) -> None:
+    """Raise ``ValueError`` unless ``features`` is ``(B, h, w, C)`` and ``rois`` is
+    ``(B, R, 4)`` with the same ``B`` (the inputs of a RoI head)."""
+    if features.ndim != 4:
+        raise ValueError(f"features must be (B, h, w, C); got shape {features.shape}")
+    if rois.ndim != 3 or rois.shape[-1] != 4 or rois.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"rois must be (B, R, 4) with B = {features.shape[0]}; got shape {rois.shape}"
+        )
+
+
 def conv(
     features: int,
     kernel_size: int,

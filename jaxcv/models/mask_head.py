@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcv.models.faster_rcnn import FasterRCNN
+from jaxcv.models.layers import check_features_and_rois
 from jaxcv.ops.roi_align import roi_align
 
 Dtype = Any
@@ -159,12 +160,7 @@ class MaskRCNN(FasterRCNN):
           ``(B, R, 2S, 2S, K)`` float32 mask logits (``S = mask_roi_size``), channel ``k - 1``
           for class ``k``.
         """
-        if features.ndim != 4:
-            raise ValueError(f"features must be (B, h, w, C); got shape {features.shape}")
-        if rois.ndim != 3 or rois.shape[-1] != 4 or rois.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"rois must be (B, R, 4) with B = {features.shape[0]}; got shape {rois.shape}"
-            )
+        check_features_and_rois(features, rois)
         pooled = roi_align(
             features,
             rois,

@@ -106,16 +106,20 @@ def elementwise_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> Array:
     The same formula as :func:`box_iou` (0 where the union is not positive), for pairs such
     as a predicted box and its ground truth.
     """
+    inter = elementwise_box_intersection(boxes1, boxes2)
+    return _safe_divide(inter, box_area(boxes1) + box_area(boxes2) - inter)
+
+
+def elementwise_box_intersection(boxes1: ArrayLike, boxes2: ArrayLike) -> Array:
+    """Intersection area of corresponding ``xyxy`` boxes: ``(..., 4)`` and ``(..., 4)``
+    (broadcast) -> ``(...)``; 0 for disjoint boxes."""
     check_last_dim(boxes1, 4, "boxes1")
     check_last_dim(boxes2, 4, "boxes2")
     ax1, ay1, ax2, ay2 = _unstack(boxes1)
     bx1, by1, bx2, by2 = _unstack(boxes2)
-    area1 = (ax2 - ax1) * (ay2 - ay1)
-    area2 = (bx2 - bx1) * (by2 - by1)
     w = jnp.maximum(jnp.minimum(ax2, bx2) - jnp.maximum(ax1, bx1), 0.0)
     h = jnp.maximum(jnp.minimum(ay2, by2) - jnp.maximum(ay1, by1), 0.0)
-    inter = w * h
-    return _safe_divide(inter, area1 + area2 - inter)
+    return w * h
 
 
 def clip_boxes(boxes: ArrayLike, image_size: Sequence[int] | ArrayLike) -> Array:

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-__all__ = ["Evaluator", "Task"]
+__all__ = ["Evaluator", "Task", "config_sections"]
 
 PyTree = Any
 Batch = dict[str, Any]
@@ -98,3 +98,14 @@ class Task(Protocol):
     def make_evaluator(self) -> Evaluator:
         """A fresh host-side :class:`Evaluator` for one evaluation pass."""
         ...
+
+
+def config_sections(config: Any, *names: str) -> dict[str, Any]:
+    """The keys of the config sections ``names`` merged into one dict (later sections win;
+    absent sections count as empty), e.g. a task's settings from ``config.detection``."""
+    merged: dict[str, Any] = {}
+    for name in names:
+        section = config.get(name, None)
+        if section is not None:
+            merged.update(section.to_dict() if hasattr(section, "to_dict") else section)
+    return merged

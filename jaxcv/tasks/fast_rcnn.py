@@ -8,7 +8,7 @@ any module with ``apply(variables, images, rois, train) -> {"class_logits": (B, 
 :class:`jaxcv.models.rcnn.RCNN`).
 
 Training (one jitted step, static shapes): ground truth sanitised
-(:func:`~jaxcv.tasks.rcnn_targets.sanitize_ground_truth`), ``roi_batch_size_per_image`` RoIs
+(:func:`~jaxcv.tasks.rcnn_targets.batch_ground_truth`), ``roi_batch_size_per_image`` RoIs
 sampled per image among the valid proposals plus the ground-truth boxes (IoU >= 0.5: the
 object's class; below 0.5: background; at most 25% foreground), by sorting random priorities
 (:func:`~jaxcv.tasks.rcnn_targets.sample_rois`); the model runs on the sampled RoIs only; the
@@ -34,13 +34,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxcv import types
+from jaxcv.tasks.base import config_sections
 from jaxcv.tasks.faster_rcnn import (
     EXAMPLE_VALID,
     DetectionEvaluator,
     detection_outputs,
     postprocess_detections,
 )
-from jaxcv.tasks.rcnn_targets import roi_loss, sample_rois, sanitize_ground_truth
+from jaxcv.tasks.rcnn_targets import batch_ground_truth, roi_loss, sample_rois
 
 Array = jax.Array
 
@@ -149,19 +150,11 @@ class ProposalDetectionTask:
         """
         s = self.settings
         images, proposals, proposal_valid = self._inputs(batch)
-        gt_boxes, gt_valid, dropped = sanitize_ground_truth(
-            batch[types.BOXES],
-            batch[types.CLASSES],
-            batch[types.VALID],
-            images.shape[1:3],
-            self.model.num_classes,
-            s.min_gt_size,
+        gt_boxes, gt_classes, gt_valid, dropped = batch_ground_truth(
+            batch, images.shape[1:3], self.model.num_classes, s.min_gt_size
         )
         if EXAMPLE_VALID in batch:
-            example_valid = jnp.asarray(batch[EXAMPLE_VALID], bool)[:, None]
-            gt_valid &= example_valid
-            proposal_valid &= example_valid
-        gt_classes = jnp.where(gt_valid, jnp.asarray(batch[types.CLASSES], jnp.int32), 0)
+            proposal_valid &= jnp.asarray(batch[EXAMPLE_VALID], bool)[:, None]
         sample_key, dropout_key = jax.random.split(rng)
         sampled = sample_rois(
             sample_key,
@@ -261,13 +254,6 @@ class FastRCNNTask(ProposalDetectionTask):
     """Fast R-CNN: the paper's settings (64 RoIs per image, 25% foreground, NMS 0.3)."""
 
 
-def _overrides(config) -> dict:
-    section = config.get("detection", None)
-    if section is None:
-        return {}
-    return dict(section.to_dict() if hasattr(section, "to_dict") else section)
-
-
 def task_from_config(config, model) -> FastRCNNTask:
     """``FastRCNNTask(model, **config.detection)``; ``TASKS["fast_rcnn"]`` of the loop."""
-    return FastRCNNTask(model, **_overrides(config))
+    return FastRCNNTask(model, **config_sections(config, "detection"))

@@ -34,13 +34,14 @@ from jaxcv.eval.detection import DetectionAccumulator
 from jaxcv.ops.anchors import make_anchors
 from jaxcv.ops.boxes import clip_boxes, decode_boxes, small_boxes_mask
 from jaxcv.ops.nms import batched_nms
+from jaxcv.tasks.base import config_sections
 from jaxcv.tasks.proposal_layer import generate_proposals
 from jaxcv.tasks.rcnn_targets import (
     ROI_BOX_WEIGHTS,
+    batch_ground_truth,
     roi_loss,
     rpn_loss,
     sample_rois,
-    sanitize_ground_truth,
 )
 
 Array = jax.Array
@@ -293,17 +294,9 @@ class FasterRCNNTask:
         s = self.settings
         images = self._images(batch)
         image_size = images.shape[1:3]
-        gt_boxes, gt_valid, dropped = sanitize_ground_truth(
-            batch[types.BOXES],
-            batch[types.CLASSES],
-            batch[types.VALID],
-            image_size,
-            self.model.num_classes,
-            s.min_gt_size,
+        gt_boxes, gt_classes, gt_valid, dropped = batch_ground_truth(
+            batch, image_size, self.model.num_classes, s.min_gt_size
         )
-        if EXAMPLE_VALID in batch:
-            gt_valid = gt_valid & jnp.asarray(batch[EXAMPLE_VALID], bool)[:, None]
-        gt_classes = jnp.where(gt_valid, jnp.asarray(batch[types.CLASSES], jnp.int32), 0)
         variables = {"params": params, **(model_state or {})}
         (features, objectness, rpn_deltas), updates = self._rpn(variables, images, train)
         anchors = self.anchors(features.shape[1:3])
@@ -454,23 +447,30 @@ class DetectionEvaluator:
 
     def update(self, batch: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         """Add one batch (see the class docstring)."""
+        self.accumulator.add(**self.accumulator_inputs(batch, outputs))
+
+    def accumulator_inputs(
+        self, batch: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """The keyword arguments of ``DetectionAccumulator.add`` for one batch (ground truth
+        scaled to ``original_size``); subclasses add e.g. masks."""
         images = np.asarray(batch[types.IMAGE])
         gt_boxes = np.asarray(batch[types.BOXES], np.float64)
         if ORIGINAL_SIZE in batch:
             original = np.asarray(batch[ORIGINAL_SIZE], np.float64)
             sy, sx = original[:, 0] / images.shape[1], original[:, 1] / images.shape[2]
             gt_boxes = gt_boxes * np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
-        self.accumulator.add(
-            gt_boxes=gt_boxes,
-            gt_classes=batch[types.CLASSES],
-            gt_valid=batch.get(types.VALID),
-            gt_difficult=batch.get(IGNORE),
-            det_boxes=outputs["pred_boxes"],
-            det_scores=outputs["pred_scores"],
-            det_classes=outputs["pred_classes"],
-            det_valid=outputs["pred_valid"],
-            example_valid=batch.get(EXAMPLE_VALID),
-        )
+        return {
+            "gt_boxes": gt_boxes,
+            "gt_classes": batch[types.CLASSES],
+            "gt_valid": batch.get(types.VALID),
+            "gt_difficult": batch.get(IGNORE),
+            "det_boxes": outputs["pred_boxes"],
+            "det_scores": outputs["pred_scores"],
+            "det_classes": outputs["pred_classes"],
+            "det_valid": outputs["pred_valid"],
+            "example_valid": batch.get(EXAMPLE_VALID),
+        }
 
     def result(self) -> dict[str, float]:
         """``{"mAP50", "AP", "AP50", "AP75", "num_images"}`` (NaN without images)."""
@@ -490,10 +490,4 @@ class DetectionEvaluator:
 def task_from_config(config, model) -> FasterRCNNTask:
     """``FasterRCNNTask(model, **config.detection)`` (an absent ``config.detection`` section
     means the defaults); the constructor for the loop's ``TASKS["faster_rcnn"]``."""
-    section = config.get("detection", None)
-    overrides = (
-        {}
-        if section is None
-        else dict(section.to_dict() if hasattr(section, "to_dict") else section)
-    )
-    return FasterRCNNTask(model, **overrides)
+    return FasterRCNNTask(model, **config_sections(config, "detection"))

@@ -40,10 +40,8 @@ import numpy as np
 from jaxcv import types
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy
 from jaxcv.ops.masks import crop_masks_to_rois, paste_masks_in_image
+from jaxcv.tasks.base import config_sections
 from jaxcv.tasks.faster_rcnn import (
-    EXAMPLE_VALID,
-    IGNORE,
-    ORIGINAL_SIZE,
     DetectionEvaluator,
     FasterRCNNSettings,
     FasterRCNNTask,
@@ -253,27 +251,15 @@ class MaskEvaluator(DetectionEvaluator):
     ``box_AP50``, ``box_AP75``, ``mask_AP``, ``mask_AP50``, ``mask_AP75`` and ``num_images``.
     """
 
-    def update(self, batch: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
-        """Add one batch (see the class docstring)."""
-        images = np.asarray(batch[types.IMAGE])
-        gt_boxes = np.asarray(batch[types.BOXES], np.float64)
-        if ORIGINAL_SIZE in batch:
-            original = np.asarray(batch[ORIGINAL_SIZE], np.float64)
-            sy, sx = original[:, 0] / images.shape[1], original[:, 1] / images.shape[2]
-            gt_boxes = gt_boxes * np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
-        self.accumulator.add(
-            gt_boxes=gt_boxes,
-            gt_classes=batch[types.CLASSES],
-            gt_valid=batch.get(types.VALID),
-            gt_masks=batch[types.MASKS],
-            gt_difficult=batch.get(IGNORE),
-            det_boxes=outputs["pred_boxes"],
-            det_scores=outputs["pred_scores"],
-            det_classes=outputs["pred_classes"],
-            det_valid=outputs["pred_valid"],
-            det_masks=outputs["pred_masks"],
-            example_valid=batch.get(EXAMPLE_VALID),
-        )
+    def accumulator_inputs(
+        self, batch: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """:class:`DetectionEvaluator`'s inputs plus ``gt_masks`` and ``det_masks``."""
+        return {
+            **super().accumulator_inputs(batch, outputs),
+            "gt_masks": batch[types.MASKS],
+            "det_masks": outputs["pred_masks"],
+        }
 
     def result(self) -> dict[str, float]:
         """See the class docstring (NaN without images)."""
@@ -297,9 +283,4 @@ class MaskEvaluator(DetectionEvaluator):
 def task_from_config(config, model) -> MaskRCNNTask:
     """``MaskRCNNTask(model, **config.detection, **config.mask)`` (absent sections mean the
     defaults); the constructor for the loop's ``TASKS["mask_rcnn"]``."""
-    overrides: dict[str, Any] = {}
-    for name in ("detection", "mask"):
-        section = config.get(name, None)
-        if section is not None:
-            overrides.update(section.to_dict() if hasattr(section, "to_dict") else section)
-    return MaskRCNNTask(model, **overrides)
+    return MaskRCNNTask(model, **config_sections(config, "detection", "mask"))

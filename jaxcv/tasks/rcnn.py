@@ -16,7 +16,8 @@ trained jointly with it (the paper fitted a ridge regressor on ``pool5`` after f
 
 from __future__ import annotations
 
-from jaxcv.tasks.fast_rcnn import ProposalDetectionSettings, ProposalDetectionTask, _overrides
+from jaxcv.tasks.base import config_sections
+from jaxcv.tasks.fast_rcnn import ProposalDetectionSettings, ProposalDetectionTask
 
 
 class RCNNTask(ProposalDetectionTask):
@@ -27,4 +28,4 @@ class RCNNTask(ProposalDetectionTask):
 
 def task_from_config(config, model) -> RCNNTask:
     """``RCNNTask(model, **config.detection)``; ``TASKS["rcnn"]`` of the loop."""
-    return RCNNTask(model, **_overrides(config))
+    return RCNNTask(model, **config_sections(config, "detection"))

@@ -1,7 +1,8 @@
 """Training targets and losses of Faster R-CNN's two stages, static-shape and per image.
 
 * :func:`sanitize_ground_truth`: clip padded ground truth to the image and drop (``valid=False``)
-  boxes that are degenerate, non-finite or of an out-of-range class.
+  boxes that are degenerate, non-finite or of an out-of-range class; :func:`batch_ground_truth`
+  does it for a batch dict (and drops the objects of padded evaluation examples).
 * :func:`label_anchors` + :func:`rpn_loss`: the RPN's anchor labelling (IoU >= 0.7 positive,
   < 0.3 negative, the best anchors of each object positive: torchvision's ``Matcher`` with
   ``allow_low_quality_matches``), 256 sampled anchors per image with up to half positives,
@@ -18,7 +19,8 @@ Regression targets of unmatched anchors/RoIs are set to 0 (never ``log(0)``), so
 entries cannot leak NaN into the gradients.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,8 @@ import jax.numpy as jnp
 from jaxcv.ops.boxes import box_iou, clip_boxes, encode_boxes
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy, smooth_l1, softmax_cross_entropy
 from jaxcv.ops.matching import MatchLabel, match_boxes, sample_balanced
+from jaxcv.tasks.classification import EXAMPLE_VALID
+from jaxcv.types import BOXES, CLASSES, VALID
 
 Array = jax.Array
 
@@ -78,6 +82,26 @@ def sanitize_ground_truth(
     keep = valid & finite & wide & tall & good_class
     dropped = jnp.sum(valid & ~keep, axis=-1).astype(jnp.int32)
     return jnp.where(keep[..., None], boxes, 0.0), keep, dropped
+
+
+def batch_ground_truth(
+    batch: Mapping[str, Any], image_size: Sequence[int], num_classes: int, min_size: float = 1.0
+) -> tuple[Array, Array, Array, Array]:
+    """:func:`sanitize_ground_truth` of a batch's ``boxes``, ``classes`` and ``valid``.
+
+    Objects of padded evaluation examples (``example_valid (B,)`` False) are invalid too.
+
+    Returns:
+      ``boxes (B, M, 4)``, ``classes (B, M)`` int32 (0 where invalid), ``valid (B, M)`` bool
+      and ``dropped (B,)`` int32, as :func:`sanitize_ground_truth`.
+    """
+    boxes, valid, dropped = sanitize_ground_truth(
+        batch[BOXES], batch[CLASSES], batch[VALID], image_size, num_classes, min_size
+    )
+    if EXAMPLE_VALID in batch:
+        valid = valid & jnp.asarray(batch[EXAMPLE_VALID], bool)[:, None]
+    classes = jnp.where(valid, jnp.asarray(batch[CLASSES], jnp.int32), 0)
+    return boxes, classes, valid, dropped
 
 
 def label_anchors(

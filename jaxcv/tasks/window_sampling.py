@@ -36,6 +36,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxcv.ops.boxes import elementwise_box_intersection
+
 __all__ = [
     "WindowLabel",
     "WindowSampling",
@@ -83,12 +85,10 @@ def box_coverage(windows: jax.Array, boxes: jax.Array) -> jax.Array:
     """
     _check("windows", windows, 3, 4, "(B, R, 4)")
     _check("boxes", boxes, 3, 4, "(B, M, 4)")
-    w = windows[:, :, None, :]
     b = boxes[:, None, :, :]
-    iw = jnp.maximum(jnp.minimum(w[..., 2], b[..., 2]) - jnp.maximum(w[..., 0], b[..., 0]), 0.0)
-    ih = jnp.maximum(jnp.minimum(w[..., 3], b[..., 3]) - jnp.maximum(w[..., 1], b[..., 1]), 0.0)
+    inter = elementwise_box_intersection(windows[:, :, None, :], b)
     area = jnp.maximum(b[..., 2] - b[..., 0], 0.0) * jnp.maximum(b[..., 3] - b[..., 1], 0.0)
-    return jnp.where(area > 0, iw * ih / jnp.where(area > 0, area, 1.0), 0.0)
+    return jnp.where(area > 0, inter / jnp.where(area > 0, area, 1.0), 0.0)
 
 
 def _relative_size(windows: jax.Array, boxes: jax.Array) -> jax.Array:

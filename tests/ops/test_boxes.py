@@ -88,6 +88,18 @@ class BoxIouTest(chex.TestCase):
             ops.elementwise_box_iou(a, b), jnp.diagonal(ops.box_iou(a, b)), atol=1e-7
         )
 
+    def test_elementwise_intersection_matches_float64_numpy(self):
+        rng = np.random.default_rng(3)
+        a = np.concatenate([random_boxes(rng, 40), edge_boxes()])
+        b = np.concatenate([random_boxes(rng, 40), edge_boxes()[::-1]])
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        w = np.minimum(a64[:, 2], b64[:, 2]) - np.maximum(a64[:, 0], b64[:, 0])
+        h = np.minimum(a64[:, 3], b64[:, 3]) - np.maximum(a64[:, 1], b64[:, 1])
+        want = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+        got = ops.elementwise_box_intersection(a, b)
+        chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-4)
+        assert np.any(want == 0) and np.any(want > 0)
+
     def test_rank_errors_name_the_shape(self):
         with pytest.raises(ValueError, match=r"boxes1 must have rank >= 2, got shape \(4,\)"):
             ops.box_iou(np.zeros(4), np.zeros((2, 4)))

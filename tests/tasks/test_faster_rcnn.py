@@ -21,6 +21,7 @@ from jaxcv.tasks.faster_rcnn import (
 )
 from jaxcv.tasks.proposal_layer import generate_proposals
 from jaxcv.tasks.rcnn_targets import (
+    batch_ground_truth,
     label_anchors,
     roi_loss,
     rpn_loss,
@@ -322,6 +323,23 @@ def test_sanitize_drops_degenerate_and_counts_them():
     np.testing.assert_array_equal(keep, [[True, False, False, False, True, False]])
     assert int(dropped[0]) == 3
     np.testing.assert_allclose(out[0, 4], [60, 60, 64, 64])  # clipped to the image
+
+
+def test_batch_ground_truth_also_drops_padded_examples_and_zeroes_their_classes():
+    boxes = np.array(
+        [[[10, 10, 30, 30], [5, 5, 5, 20]], [[0, 0, 20, 20], [1, 1, 9, 9]]], np.float32
+    )
+    batch = {
+        "boxes": boxes,
+        "classes": np.array([[1, 2], [3, 1]], np.int32),
+        "valid": np.array([[True, True], [True, True]]),
+        "example_valid": np.array([True, False]),
+    }
+    out, classes, valid, dropped = batch_ground_truth(batch, (IMAGE, IMAGE), 3)
+    np.testing.assert_array_equal(valid, [[True, False], [False, False]])
+    np.testing.assert_array_equal(classes, [[1, 0], [0, 0]])
+    np.testing.assert_array_equal(dropped, [1, 0])  # the padded example's objects: not "dropped"
+    np.testing.assert_allclose(out[0, 0], [10, 10, 30, 30])
 
 
 # -- the task: train step, predict_fn, evaluator ----------------------------------------
