@@ -8,20 +8,30 @@ large and slow the run). It is written by :func:`jax.profiler.start_trace` into
 ``train`` step annotation (:class:`jax.profiler.StepTraceAnnotation`) spanning its input fetch
 and dispatch; the trace starts and ends on a finished device state, so the traced steps do not
 overlap untraced ones.
+
+:class:`CompileCounter` counts XLA compilations per jitted function (and persistent-cache hits)
+from jax's monitoring events, for tests that a step compiles once and for compile benchmarks.
 """
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 from typing import Any
 
 import jax
+from jax import monitoring
 
-__all__ = ["PROFILE_DIR", "PROFILE_STEPS", "WARMUP_STEPS", "StepProfiler"]
+__all__ = ["PROFILE_DIR", "PROFILE_STEPS", "WARMUP_STEPS", "CompileCounter", "StepProfiler"]
 
 PROFILE_DIR = "profile"
 WARMUP_STEPS = 2  # untraced steps after the compiling first one
 PROFILE_STEPS = 3  # traced steps
+
+# jax's monitoring events (jax._src.dispatch.BACKEND_COMPILE_EVENT, jax._src.compiler).
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+CACHE_MISS_EVENT = "/jax/compilation_cache/cache_misses"
 
 
 class StepProfiler:
@@ -93,3 +103,53 @@ class StepProfiler:
     def trace_files(self) -> list[Path]:
         """The ``*.xplane.pb`` files under ``log_dir`` (empty before a trace is saved)."""
         return sorted(self.log_dir.rglob("*.xplane.pb")) if self.log_dir.is_dir() else []
+
+
+class CompileCounter:
+    """Count XLA compilations while active (a context manager), from jax's monitoring events.
+
+    Every executable jax builds (``jax.jit`` of a new shape, an eager op on a new shape) records
+    one backend-compile event named after its function (``jit_train_step``, ...); a persistent
+    cache hit still counts as one (the executable is loaded instead of compiled) and also
+    counts in ``cache_hits``.
+
+    Attributes:
+      compiles: ``{function name: number of compilations}``.
+      seconds: ``{function name: total compile (or cache load) seconds}``.
+      cache_hits, cache_misses: persistent compilation cache lookups that hit / missed.
+    """
+
+    def __init__(self) -> None:
+        self.compiles: collections.Counter[str] = collections.Counter()
+        self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def _on_duration(self, event: str, duration: float, **kwargs: Any) -> None:
+        if event == BACKEND_COMPILE_EVENT:
+            name = str(kwargs.get("fun_name", "?"))
+            self.compiles[name] += 1
+            self.seconds[name] += duration
+
+    def _on_event(self, event: str, **kwargs: Any) -> None:
+        if event == CACHE_HIT_EVENT:
+            self.cache_hits += 1
+        elif event == CACHE_MISS_EVENT:
+            self.cache_misses += 1
+
+    def __enter__(self) -> CompileCounter:
+        monitoring.register_event_duration_secs_listener(self._on_duration)
+        monitoring.register_event_listener(self._on_event)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        monitoring.unregister_event_duration_listener(self._on_duration)
+        monitoring.unregister_event_listener(self._on_event)
+
+    def count(self, name: str) -> int:
+        """Compilations of functions whose name contains ``name`` (e.g. ``"train_step"``)."""
+        return sum(n for fun, n in self.compiles.items() if name in fun)
+
+    def total(self) -> int:
+        """All compilations seen."""
+        return sum(self.compiles.values())
