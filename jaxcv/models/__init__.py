@@ -39,6 +39,7 @@ from jaxcv.models.deconvnet import DeconvNet
 from jaxcv.models.fast_rcnn import FastRCNN
 from jaxcv.models.faster_rcnn import FasterRCNN
 from jaxcv.models.fcn import FCN, FCN8s, FCN16s, FCN32s
+from jaxcv.models.fcn_resnet import FCNResNet
 from jaxcv.models.layers import canonical_dtype
 from jaxcv.models.localizer import Localizer
 from jaxcv.models.mask_head import MaskRCNN
@@ -62,6 +63,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "fcn32s": FCN32s,
     "fcn16s": FCN16s,
     "fcn8s": FCN8s,
+    "fcn_resnet50": FCNResNet,
     "deconvnet": DeconvNet,
     "patch_cnn": PatchCNN,
     "localizer": Localizer,

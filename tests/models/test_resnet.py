@@ -233,3 +233,29 @@ def test_bfloat16_compute_keeps_float32_params():
     for leaf in jax.tree.leaves((updates, grads)):
         assert leaf.dtype == jnp.float32
     assert relative_error(logits16, logits32) < 0.05
+
+
+def test_replace_stride_with_dilation_keeps_stride_8():
+    """torchvision's FCN trunk: layer3/layer4 dilated, c3..c5 all at stride 8 (parity with
+    torchvision's dilated ResNet-50 is in test_convert.py)."""
+    trunk = ResNetBackbone(
+        stage_sizes=(1, 1, 2, 2),
+        block_type="bottleneck",
+        width=4,
+        replace_stride_with_dilation=(False, True, True),
+    )
+    feats, variables = jax.eval_shape(
+        trunk.init_with_output, jax.random.key(0), jnp.ones((1, 64, 64, 3))
+    )
+    for level, channels in (("c3", 32), ("c4", 64), ("c5", 128)):
+        chex.assert_shape(feats[level], (1, 8, 8, channels))
+    assert "downsample_conv" in variables["params"]["layer4"]["block0"]
+    basic = ResNetBackbone(block_type="basic", replace_stride_with_dilation=(False, False, True))
+    with pytest.raises(ValueError, match="BasicBlock supports only dilation 1"):
+        jax.eval_shape(basic.init, jax.random.key(0), jnp.ones((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="3 flags"):
+        jax.eval_shape(
+            ResNetBackbone(replace_stride_with_dilation=(True,)).init,
+            jax.random.key(0),
+            jnp.ones((1, 32, 32, 3)),
+        )

@@ -29,6 +29,7 @@ from jaxcv.models.layers import (
     batch_norm,
     check_images,
     conv,
+    conv_kernel_init,
     max_pool,
     torch_linear_kernel_init,
 )
@@ -49,6 +50,7 @@ class BasicBlock(nn.Module):
 
     features: int
     strides: int = 1
+    dilation: int = 1
     zero_init_residual: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
@@ -58,6 +60,11 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if self.dilation != 1:
+            raise ValueError(
+                f"BasicBlock supports only dilation 1 (as torchvision); got {self.dilation}: "
+                "use bottleneck blocks (ResNet-50) for a dilated trunk"
+            )
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         bn_kw = {**kw, "axis_name": self.bn_axis_name}
         y = conv(self.features, 3, self.strides, name="conv1", **kw)(x)
@@ -68,10 +75,15 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand x4: ``(B, H, W, C_in) -> (B, H/s, W/s, 4F)``."""
+    """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand x4: ``(B, H, W, C_in) -> (B, H/s, W/s, 4F)``.
+
+    ``dilation > 1`` dilates the 3x3 conv (padding = dilation, torchvision's
+    ``replace_stride_with_dilation``), keeping the spatial size.
+    """
 
     features: int
     strides: int = 1
+    dilation: int = 1
     zero_init_residual: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
@@ -85,11 +97,28 @@ class Bottleneck(nn.Module):
         bn_kw = {**kw, "axis_name": self.bn_axis_name}
         y = conv(self.features, 1, 1, name="conv1", **kw)(x)
         y = nn.relu(batch_norm(train, name="bn1", **bn_kw)(y))
-        y = conv(self.features, 3, self.strides, name="conv2", **kw)(y)
+        y = _conv3x3(self.features, self.strides, self.dilation, "conv2", kw)(y)
         y = nn.relu(batch_norm(train, name="bn2", **bn_kw)(y))
         y = conv(self.features * self.expansion, 1, 1, name="conv3", **kw)(y)
         y = batch_norm(train, zero_init=self.zero_init_residual, name="bn3", **bn_kw)(y)
         return nn.relu(y + _shortcut(self, x, train, self.features * self.expansion))
+
+
+def _conv3x3(features: int, strides: int, dilation: int, name: str, kw: dict) -> nn.Conv:
+    """torchvision's ``conv3x3``: padding = dilation, so a stride-1 conv keeps the size."""
+    if dilation == 1:
+        return conv(features, 3, strides, name=name, **kw)
+    return nn.Conv(
+        features,
+        (3, 3),
+        strides=(strides, strides),
+        padding=((dilation, dilation), (dilation, dilation)),
+        kernel_dilation=(dilation, dilation),
+        use_bias=False,
+        kernel_init=conv_kernel_init,
+        name=name,
+        **kw,
+    )
 
 
 def _shortcut(block: nn.Module, x: jnp.ndarray, train: bool, out_features: int) -> jnp.ndarray:
@@ -114,13 +143,17 @@ class ResNetStage(nn.Module):
     """One residual stage (torchvision's ``layerN``): ``num_blocks`` blocks, the first strided.
 
     Maps ``(B, H, W, C_in)`` to ``(B, H / strides, W / strides, features * expansion)``. Used by
-    :class:`ResNetBackbone`, and alone as the C5 RoI head of a C4 detector.
+    :class:`ResNetBackbone`, and alone as the C5 RoI head of a C4 detector. ``first_dilation``
+    is the 3x3 dilation of the first block and ``dilation`` that of the others (torchvision's
+    ``_make_layer``: a stage whose stride became dilation starts with the previous dilation).
     """
 
     block_type: str
     num_blocks: int
     features: int
     strides: int = 1
+    dilation: int = 1
+    first_dilation: int = 1
     zero_init_residual: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
@@ -135,6 +168,7 @@ class ResNetStage(nn.Module):
             x = block_cls(
                 self.features,
                 strides=self.strides if i == 0 else 1,
+                dilation=self.first_dilation if i == 0 else self.dilation,
                 zero_init_residual=self.zero_init_residual,
                 bn_axis_name=self.bn_axis_name,
                 dtype=self.dtype,
@@ -153,6 +187,9 @@ class ResNetBackbone(nn.Module):
       stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3/1 conv).
       width: channels of the stem and of the first stage's blocks (64 in the paper).
       num_stages: how many of the stages to build (4: up to ``c5``; 3: the C4 trunk).
+      replace_stride_with_dilation: for stages 2, 3, 4 (torchvision's ``layer2..4``), replace
+        the stride 2 by dilation (torchvision's option of the same name; bottleneck blocks
+        only). ``(False, True, True)`` is the stride-8 trunk of torchvision's FCN/DeepLab.
       zero_init_residual: zero the last BN scale of each block (torchvision's option).
       bn_axis_name: axis to synchronise BatchNorm statistics over under pmap, or None.
       dtype: compute dtype; param_dtype: parameter dtype.
@@ -163,6 +200,7 @@ class ResNetBackbone(nn.Module):
     stem: str = "imagenet"
     width: int = 64
     num_stages: int = 4
+    replace_stride_with_dilation: Sequence[bool] = (False, False, False)
     zero_init_residual: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
@@ -180,7 +218,8 @@ class ResNetBackbone(nn.Module):
           ``{"stem": (B, H/4, W/4, w), "c2": (B, H/4, W/4, w e), "c3": (B, H/8, W/8, 2 w e),
           "c4": (B, H/16, W/16, 4 w e), "c5": (B, H/32, W/32, 8 w e)}`` with the ImageNet stem
           (``w`` = width, ``e`` = block expansion, sizes rounded up as torch does; the CIFAR stem
-          divides by 8 less); only ``c2..c{num_stages+1}`` are present.
+          divides by 8 less); only ``c2..c{num_stages+1}`` are present. A stage whose stride
+          is replaced by dilation keeps the size of the previous one.
         """
         check_images(images)
         if self.stem not in STEMS:
@@ -197,13 +236,25 @@ class ResNetBackbone(nn.Module):
         x = nn.relu(batch_norm(train, axis_name=self.bn_axis_name, name="bn1", **kw)(x))
         if self.stem == "imagenet":
             x = max_pool(x, 3, 2, padding=1)
+        dilate = tuple(bool(d) for d in self.replace_stride_with_dilation)
+        if len(dilate) != 3:
+            raise ValueError(
+                "replace_stride_with_dilation needs 3 flags (layer2, layer3, layer4); got "
+                f"{self.replace_stride_with_dilation!r}"
+            )
         features = {"stem": x}
+        dilation = 1
         for s in range(self.num_stages):
+            strides, previous = (1 if s == 0 else 2), dilation
+            if s > 0 and dilate[s - 1]:
+                dilation, strides = dilation * strides, 1
             x = ResNetStage(
                 self.block_type,
                 self.stage_sizes[s],
                 self.width * 2**s,
-                strides=1 if s == 0 else 2,
+                strides=strides,
+                dilation=dilation,
+                first_dilation=previous,
                 zero_init_residual=self.zero_init_residual,
                 bn_axis_name=self.bn_axis_name,
                 name=f"layer{s + 1}",

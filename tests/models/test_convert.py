@@ -1,0 +1,207 @@
+"""jaxcv.models.convert against torchvision: random-weight checkpoints saved as .pth, converted,
+and run on the same input (logits and feature maps to 1e-4 relative); key-mismatch errors."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcv.models import convert
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from torch_to_flax import nchw_to_nhwc, randomize_batch_norms, relative_error  # noqa: E402
+
+pytestmark = pytest.mark.parity
+
+
+def _torch_vgg(arch, fc_width, num_classes):
+    """torchvision's VGG with a narrow fc6/fc7 in the same layout (a 25088x4096 fc6 would make
+    a 400 MB checkpoint); the converter reads ``fc_width`` from the tensors. Built on the meta
+    device so the full-size classifier is never allocated, then initialised like torchvision."""
+    with torch.device("meta"):
+        tmodel = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    tmodel.features.to_empty(device="cpu")
+    with torch.no_grad():
+        for layer in tmodel.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                layer.bias.uniform_(-0.1, 0.1)
+    tmodel.classifier = torch.nn.Sequential(
+        torch.nn.Linear(512 * 7 * 7, fc_width),
+        torch.nn.ReLU(True),
+        torch.nn.Dropout(),
+        torch.nn.Linear(fc_width, fc_width),
+        torch.nn.ReLU(True),
+        torch.nn.Dropout(),
+        torch.nn.Linear(fc_width, num_classes),
+    )
+    with torch.no_grad():  # larger than VGG's N(0, 0.01) so the logits are not ~0
+        for layer in tmodel.classifier:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(0.0, 0.05)
+                layer.bias.uniform_(-0.1, 0.1)
+    return tmodel
+
+
+def _torch_model(arch, seed=0):
+    torch.manual_seed(seed)
+    if arch.startswith("fcn_resnet50"):
+        tmodel = torchvision.models.segmentation.fcn_resnet50(
+            weights=None, weights_backbone=None, num_classes=5, aux_loss=arch.endswith("_aux")
+        )
+    elif arch.startswith("vgg"):
+        tmodel = _torch_vgg(arch, fc_width=24, num_classes=6)
+    else:
+        tmodel = getattr(torchvision.models, arch)(weights=None, num_classes=6)
+    randomize_batch_norms(tmodel, seed)
+    return tmodel.eval()
+
+
+# End of features[...] at pool4 (inclusive) in torchvision's flat conv[/bn]/relu/pool lists.
+VGG_POOL4_END = {"vgg11": 16, "vgg11_bn": 22, "vgg16": 24, "vgg16_bn": 34}
+
+
+def _torch_outputs(arch, tmodel, x):
+    """Logits plus intermediate feature maps (forward hooks, one pass), NHWC, jaxcv's names."""
+    if arch.startswith("fcn"):
+        taps = {"c4": tmodel.backbone.layer3, "c5": tmodel.backbone.layer4}
+    elif arch.startswith("vgg"):
+        taps = {"pool4": tmodel.features[VGG_POOL4_END[arch] - 1]}
+    else:
+        taps = {"c3": tmodel.layer2}
+    result = {}
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: result.update({name: out}))
+        for name, module in taps.items()
+    ]
+    with torch.no_grad():
+        out = tmodel(x)
+    for hook in hooks:
+        hook.remove()
+    result.update(out if isinstance(out, dict) else {"logits": out})
+    return {k: v.numpy() if v.ndim == 2 else nchw_to_nhwc(v) for k, v in result.items()}
+
+
+def _jax_outputs(arch, model, variables, images):
+    """One forward pass; the backbone's feature dict is captured on the way."""
+    method = "outputs" if arch.startswith("fcn") else None
+    out, state = model.apply(
+        variables,
+        images,
+        method=method,
+        capture_intermediates=lambda module, name: module.name == "backbone",
+        mutable=["intermediates"],
+    )
+    (feats,) = state["intermediates"]["backbone"]["__call__"]
+    if arch.startswith("fcn"):
+        return {**out, "c5": feats["c5"], "c4": feats["c4"]}
+    key = "pool4" if arch.startswith("vgg") else "c3"
+    return {"logits": out, key: feats[key]}
+
+
+ARCH_SIZES = [
+    ("vgg11", 32),
+    ("vgg11_bn", 48),
+    ("vgg16", 32),
+    ("vgg16_bn", 40),
+    ("resnet18", 32),
+    ("resnet34", 32),
+    ("resnet50", 33),
+    ("fcn_resnet50_aux", 29),
+]
+
+
+@pytest.mark.parametrize(("arch", "size"), ARCH_SIZES)
+def test_converted_checkpoint_matches_torchvision(arch, size, tmp_path):
+    tmodel = _torch_model(arch)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(tmodel.state_dict(), path)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    expected = _torch_outputs(arch, tmodel, x)
+
+    converted = convert.convert_checkpoint(arch.removesuffix("_aux"), path)
+    model = converted.build_model()
+    assert ("batch_stats" in converted.variables) == (arch not in ("vgg11", "vgg16"))
+    images = jnp.asarray(nchw_to_nhwc(x))
+    actual = jax.jit(lambda v, im: _jax_outputs(arch, model, v, im))(converted.variables, images)
+    assert set(actual) == set(expected)
+    for key, value in expected.items():
+        assert actual[key].shape == value.shape, key
+        assert np.abs(value).max() > 0.05, key
+        assert relative_error(actual[key], value) < 1e-4, key
+
+
+def test_inferred_fields_and_saved_conversion(tmp_path):
+    tmodel = _torch_model("vgg11")
+    sd = {k: v.numpy() for k, v in tmodel.state_dict().items()}
+    converted = convert.convert_state_dict("vgg11", sd)
+    assert converted.model_name == "vgg11"
+    assert converted.model_fields == {"pool_output": (7, 7), "num_classes": 6, "fc_width": 24}
+    fc7 = converted.variables["params"]["fc7"]["kernel"]
+    np.testing.assert_array_equal(fc7, sd["classifier.3.weight"].T)
+    info_path = convert.save_converted(converted, tmp_path / "out", source="x.pth")
+    info = __import__("json").loads(info_path.read_text())
+    assert info["arch"] == "vgg11" and info["model"]["name"] == "vgg11"
+    assert info["model"]["fc_width"] == 24 and info["collections"] == ["params"]
+    with pytest.raises(FileExistsError, match="already holds"):
+        convert.save_converted(converted, tmp_path / "out")
+    # FCN checkpoints with and without torchvision's auxiliary head (aux_loss=True/False).
+    sd = {k: v.numpy() for k, v in _torch_model("fcn_resnet50").state_dict().items()}
+    fcn = convert.convert_state_dict("fcn_resnet50", sd)
+    assert fcn.model_fields == {"depth": 50, "num_classes": 5, "aux": False}
+    assert set(fcn.variables["params"]) == {"backbone", "classifier"}
+    score = fcn.variables["params"]["classifier"]["score"]["kernel"]
+    np.testing.assert_array_equal(score, sd["classifier.4.weight"].transpose(2, 3, 1, 0))
+
+
+def test_reader_unwraps_training_checkpoints(tmp_path):
+    """torchvision's reference scripts save {"model": sd, ...}; DataParallel adds "module."."""
+    sd = _torch_model("resnet18").state_dict()
+    path = tmp_path / "wrapped.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, path)
+    read = convert.read_state_dict(path)
+    assert set(read) == set(sd)
+    np.testing.assert_array_equal(read["conv1.weight"], sd["conv1.weight"].numpy())
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(convert.ConversionError, match="does not hold a state_dict"):
+        convert.read_state_dict(tmp_path / "list.pth")
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        convert.read_state_dict(tmp_path / "missing.pth")
+
+
+def test_mismatched_keys_are_all_listed_in_one_error():
+    sd = {k: v.numpy() for k, v in _torch_model("resnet18").state_dict().items()}
+    del sd["layer2.0.downsample.1.running_var"]
+    del sd["layer3.1.conv2.weight"]
+    sd["layer5.0.conv1.weight"] = np.zeros((3, 3, 3, 3), np.float32)
+    sd["layer1.0.bn1.weight"] = np.ones((65,), np.float32)
+    with pytest.raises(convert.ConversionError) as info:
+        convert.convert_state_dict("resnet18", sd)
+    message = str(info.value)
+    assert "missing keys (2): layer2.0.downsample.1.running_var, layer3.1.conv2.weight" in message
+    assert "unexpected keys (1): layer5.0.conv1.weight" in message
+    assert "layer1.0.bn1.weight (65,) -> params/backbone/layer1/block0/bn1/scale" in message
+    assert "model expects (64,)" in message
+    # A ResNet checkpoint is not a VGG one: the error says so key by key.
+    pattern = r"missing keys \(22\): classifier\.0\.bias.*unexpected keys \(\d+\): bn1\.bias"
+    with pytest.raises(convert.ConversionError, match=pattern):
+        convert.convert_state_dict("vgg11", sd)
+
+
+def test_unsupported_architectures_say_why(tmp_path):
+    for arch in ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"):
+        with pytest.raises(NotImplementedError, match=rf"{arch}.*feature pyramid"):
+            convert.convert_checkpoint(arch, tmp_path / "any.pth")
+    with pytest.raises(ValueError, match=r"unknown architecture 'alexnet'.*resnet50"):
+        convert.convert_state_dict("alexnet", {})
+
+
+def test_reading_without_torch_says_how_to_install(monkeypatch, tmp_path):
+    (tmp_path / "a.pth").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"pip install 'jaxcv\[convert\]'"):
+        convert.read_state_dict(tmp_path / "a.pth")
