@@ -168,7 +168,7 @@ class FasterRCNN(nn.Module):
         """Backbone and RPN head.
 
         Args:
-          images: ``(B, H, W, 3)`` normalised images.
+          images: ``(B, H, W, 3)`` normalised images, ``H, W >= 16`` (the stride).
           train: BatchNorm mode of the backbone (if it has BatchNorm).
 
         Returns:
@@ -178,6 +178,12 @@ class FasterRCNN(nn.Module):
           :func:`jaxcv.ops.make_anchors` order.
         """
         check_images(images)
+        if min(images.shape[1:3]) < self.stride:
+            raise ValueError(
+                f"images of shape {images.shape} are smaller than the backbone's stride "
+                f"{self.stride}: the feature map would be one cell of padding; use inputs of "
+                f"at least {self.stride}x{self.stride} (data.image_size)"
+            )
         features = self.trunk(images, train=train)[self._feature_key]
         objectness, deltas = self.rpn_head(features)
         return features, objectness, deltas

@@ -101,7 +101,8 @@ def softmax_cross_entropy(
 
     Args:
       logits: ``(..., K)`` unnormalised scores, e.g. ``(B, K)`` or per-pixel ``(B, H, W, K)``.
-      labels: ``(...)`` int class ids in ``[0, K)`` (or ``ignore_index``).
+      labels: ``(...)`` int class ids in ``[0, K)`` (or ``ignore_index``). A label outside
+        ``[0, K)`` with a non-zero weight gives a NaN loss (never a silently wrong number).
       weights: optional ``(...)`` per-example weights or bool valid mask.
       ignore_index: label value (e.g. 255) whose examples get weight 0.
       label_smoothing: ``eps`` in ``[0, 1]``.
@@ -139,6 +140,8 @@ def softmax_cross_entropy(
                 f"weights must have the labels' shape {labels.shape}, got {weights.shape}"
             )
         w = w * weights.astype(jnp.float32)
+    in_range = (labels >= 0) & (labels < logits.shape[-1])
+    nll = jnp.where(in_range | (w == 0), nll, jnp.nan)
     return _reduce(nll, w, reduction)
 
 

@@ -41,7 +41,9 @@ def softmax_cross_entropy(
       label_smoothing: ``eps`` in ``[0, 1)``; the target is ``(1 - eps) * onehot + eps / K``.
 
     Returns:
-      ``(B,)`` float32 losses.
+      ``(B,)`` float32 losses; NaN for a label outside ``0..K-1`` (its one-hot target would be
+      all zeros and its loss a silent 0), so training stops at that batch instead of ignoring
+      the example.
     """
     _check_logits_labels(logits, labels)
     if not 0.0 <= label_smoothing < 1.0:
@@ -51,7 +53,8 @@ def softmax_cross_entropy(
     targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
-    return -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    losses = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    return jnp.where((labels >= 0) & (labels < num_classes), losses, jnp.nan)
 
 
 class ClassificationTask:
@@ -122,7 +125,8 @@ class ClassificationTask:
         else:
             weights = jnp.ones_like(losses)
         denom = jnp.maximum(jnp.sum(weights), 1.0)
-        loss = jnp.sum(losses * weights) / denom
+        # padded examples weigh 0 whatever their label (a NaN must not leak from them)
+        loss = jnp.sum(jnp.where(weights > 0, losses, 0.0) * weights) / denom
         correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
         accuracy = jnp.sum(correct * weights) / denom
         new_model_state = dict(model_state or {})
