@@ -3,7 +3,7 @@
     jaxcv train EXPERIMENT --workdir DIR [--set key=value ...]
     jaxcv eval EXPERIMENT --workdir DIR [--checkpoint best|latest] [--set key=value ...]
     jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--top-k K]
-    jaxcv data prepare NAME [--data-dir DIR]
+    jaxcv data prepare NAME [--data-dir DIR] [--manual-dir DIR]
     jaxcv data proposals NAME --split SPLIT [--num-images N] [--mode fast|quality]
     jaxcv demo [--workdir DIR]
     jaxcv list
@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep = data_sub.add_parser("prepare", help="build/cache a dataset (no-op when cached)")
     prep.add_argument("name", help="dataset name, e.g. digits, shapes/single, mnist")
     prep.add_argument("--data-dir", type=Path, default=None)
+    prep.add_argument(
+        "--manual-dir",
+        type=Path,
+        default=None,
+        help="where the files you downloaded are (voc/2012-segmentation: the VOC 2012 tar or "
+        "its VOCdevkit/); default <data-dir>/downloads/manual",
+    )
     props = data_sub.add_parser(
         "proposals", help="compute and cache selective-search proposals (R-CNN, Fast R-CNN)"
     )
@@ -149,7 +156,7 @@ def _cmd_data(args) -> int:
         )
         print(f"{args.name} {args.split}: proposals for {counts[args.split]} images cached")
         return 0
-    data.prepare(args.name, data_dir=args.data_dir)
+    data.prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
     print(f"{args.name}: ready")
     return 0
 

@@ -51,6 +51,7 @@ EXPERIMENTS: dict[str, str] = {
     "shapes_fcn8s": "shapes_fcn8s.py",
     "shapes_deconvnet": "shapes_deconvnet.py",
     "shapes_patch_cnn": "shapes_patch_cnn.py",
+    "voc2012_fcn8s": "voc2012_fcn8s.py",
     "shapes_localize": "shapes_localize.py",
     "shapes_overfeat": "shapes_overfeat.py",
     "imagenet_localize": "imagenet_localize.py",

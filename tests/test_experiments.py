@@ -43,8 +43,14 @@ def _release_compiled_runs():
 
 
 # VGG-16 detectors at VOC size take ~11 GB and minutes per smoke run on 2 CPU cores: run them
-# with JAXCV_SLOW_TESTS=1 (they passed so when added).
-SLOW_SMOKE = {"voc07_rcnn_vgg16", "voc07_fast_rcnn_vgg16", "voc07_faster_rcnn_vgg16"}
+# with JAXCV_SLOW_TESTS=1 (they passed so when added). voc2012_fcn8s (VGG-16, 134M parameters)
+# has a fast, narrowed smoke run in tests/data/test_voc_segmentation.py.
+SLOW_SMOKE = {
+    "voc07_rcnn_vgg16",
+    "voc07_fast_rcnn_vgg16",
+    "voc07_faster_rcnn_vgg16",
+    "voc2012_fcn8s",
+}
 SLOW_ENV = "JAXCV_SLOW_TESTS"
 
 
@@ -137,6 +143,8 @@ EXTRA_SMOKE = {
     ],
     # VGG-16 at the paper's 600x800 is minutes per step on CPU: the same net on small inputs.
     "voc07_faster_rcnn_vgg16": ["data.image_size=(96, 128)"],
+    # The full VGG-16 FCN-8s (7x7 fc6 of 4,096) on 128x128 canvases of tfds mock data.
+    "voc2012_fcn8s": ["data.image_size=(128, 128)"],
 }
 
 

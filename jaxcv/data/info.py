@@ -91,30 +91,42 @@ def prepare(
     data_dir: str | os.PathLike | None = None,
     *,
     split_sizes: Mapping[str, int] | None = None,
+    manual_dir: str | os.PathLike | None = None,
 ) -> DatasetInfo:
     """Makes dataset ``name`` ready to load; returns its :class:`DatasetInfo`.
 
     A built-in dataset is generated into the data dir (with progress bars) unless it is already
     there; generation is never repeated. A real dataset is only checked: jaxcv never downloads.
+    A real dataset built from files the user downloaded (``manual_download`` in its spec, e.g.
+    ``voc/2012-segmentation``) is built from ``manual_dir`` when it is not prepared yet (its
+    builder has no URLs: it only reads, and extracts archives from, that dir).
 
     Args:
       name: a key of :data:`jaxcv.data.DATASETS`.
       data_dir: root of the tfds data (default ``$JAXCV_DATA_DIR``, else tfds' default).
       split_sizes: ``shapes`` only: examples per split, overriding the defaults (e.g. small
         splits for a test suite; build them into their own data dir).
+      manual_dir: where the downloaded files are (default ``<data_dir>/downloads/manual``);
+        only for datasets with ``manual_download``.
 
     Raises:
       ValueError: unknown name, ``split_sizes`` for a dataset without them, or a prepared
         dataset whose split sizes differ from ``split_sizes``.
-      DatasetNotPreparedError: a real dataset missing from the data dir.
+      DatasetNotPreparedError: a real dataset missing from the data dir (and, for a manual
+        one, its files missing from the manual dir).
     """
     spec = get_spec(name)
+    if manual_dir is not None and spec.manual_download is None:
+        raise ValueError(f"{name!r} is not built from a manual dir; drop manual_dir")
     kwargs = {}
     if split_sizes is not None:
         if not spec.tfds_name.startswith("jaxcv_shapes"):
             raise ValueError(f"split_sizes is only supported by shapes datasets, not {name!r}")
         kwargs["split_sizes"] = split_sizes
     builder = load_builder(spec, data_dir, **kwargs)
+    if spec.manual_download is not None and not builder.is_prepared():
+        _prepare_from_manual_dir(spec, builder, manual_dir)
+        return get_info(name, data_dir)
     if not spec.builtin:
         if not builder.is_prepared():
             raise not_prepared_error(spec, os.fspath(builder.data_dir_root))
@@ -131,3 +143,22 @@ def prepare(
         tfds.enable_progress_bar()
         builder.download_and_prepare()
     return get_info(name, data_dir)
+
+
+def _prepare_from_manual_dir(spec: DatasetSpec, builder, manual_dir) -> None:
+    """Builds ``spec``'s dataset from the manual dir; a missing dir or missing files raise the
+    dataset's :class:`DatasetNotPreparedError` (with the builder's reason chained)."""
+    data_dir = os.fspath(builder.data_dir_root)
+    config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+    )
+    tfds.enable_progress_bar()
+    try:
+        builder.download_and_prepare(download_config=config)
+    except FileNotFoundError as error:  # the builder: no data in the manual dir
+        raise not_prepared_error(spec, data_dir, str(error)) from error
+    except AssertionError as error:  # tfds: "Manual directory ... does not exist or is empty"
+        if "Manual directory" not in str(error):
+            raise
+        detail = str(error).split(". ")[0]  # the rest repeats the download instructions
+        raise not_prepared_error(spec, data_dir, detail) from error

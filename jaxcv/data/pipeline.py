@@ -1,4 +1,5 @@
-"""tf.data input pipelines: decode -> batch keys -> augment -> normalise -> pad -> batch.
+"""tf.data input pipelines: decode -> batch keys -> augment -> resize or pad -> normalise ->
+pad objects -> batch.
 
 See :func:`make_pipeline`. The batch keys follow :mod:`jaxcv.types`; extra keys are
 ``example_valid (B,)`` bool (evaluation), ``ignore (B, M)`` bool (VOC difficult / COCO crowd)
@@ -15,9 +16,9 @@ import tensorflow_datasets as tfds
 
 from jaxcv.data import transforms as T
 from jaxcv.data.info import load_builder, prepare
-from jaxcv.data.registry import DatasetSpec, get_spec, not_prepared_error
+from jaxcv.data.registry import FITS, DatasetSpec, get_spec, not_prepared_error
 from jaxcv.proposals.pipeline import join_proposals, mask_padding
-from jaxcv.types import BOXES, IMAGE, VALID
+from jaxcv.types import BOXES, IGNORE_LABEL, IMAGE, VALID
 
 EXAMPLE_VALID = "example_valid"
 DEFAULT_SHUFFLE_BUFFER = 2048
@@ -102,6 +103,7 @@ def make_pipeline(
     grayscale_to_rgb: bool = False,
     shuffle_buffer: int | None = None,
     proposals=None,
+    fit: str | None = None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of dict batches (``tfds.as_numpy`` gives NumPy dicts).
 
@@ -120,7 +122,8 @@ def make_pipeline(
       train: shuffle (seeded) and, by default, repeat forever and drop the last partial batch;
         ``False``: one ordered pass, the last batch padded to ``B`` with ``example_valid``.
       seed: shuffling and augmentation seed.
-      image_size: ``(H, W)`` to resize to; required for datasets with varying image sizes.
+      image_size: ``(H, W)`` of the output images (see ``fit``); required for datasets with
+        varying image sizes.
       augment: apply the dataset's training augmentation (only when ``train``).
       max_objects: ``M``, objects per image after padding/truncation.
       data_dir: tfds data dir (default ``$JAXCV_DATA_DIR``, else tfds' default).
@@ -138,6 +141,11 @@ def make_pipeline(
         example, in split order): adds ``proposals (B, P, 4)`` and ``proposal_valid (B, P)``,
         joined by position before shuffling (files are then read in order) and moved by the
         resize and the flip; the augmentation is then the flip only. Single process only.
+      fit: how images meet ``image_size``: ``"resize"`` (stretched to it) or ``"pad"``
+        (:func:`jaxcv.data.transforms.pad_to_size`: scaled down only if larger, aspect kept,
+        then padded at the bottom/right with 0 after normalisation and with 255 = ignore in
+        ``segmentation``, so padded pixels count in neither the loss nor the metrics).
+        Default: the dataset's ``fit`` (``"pad"`` for ``voc/2012-segmentation``).
 
     Raises:
       ValueError: unknown dataset or key, bad sizes or process indices.
@@ -156,6 +164,9 @@ def make_pipeline(
             raise ValueError(f"image_size must be (H, W) positive, got {image_size}")
     elif None in spec.image_shape[:2]:
         raise ValueError(f"{name!r} has images of varying size: pass image_size=(H, W)")
+    fit = spec.fit if fit is None else fit
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     wanted = _wanted_keys(spec, keys)
     skipped = [p for k, p in spec.optional_features.items() if k not in wanted]
     if repeat is None:
@@ -209,13 +220,19 @@ def make_pipeline(
                 example = T.random_translate(example, seeds[1], aug.translate)
             if aug.crop_min_scale is not None and proposals is None:
                 example = T.random_resized_crop(
-                    example, seeds[2], aug.crop_min_scale, out_size=image_size
+                    example,
+                    seeds[2],
+                    aug.crop_min_scale,
+                    out_size=image_size if fit == "resize" else None,
                 )
-        if image_size is not None and tuple(example[IMAGE].shape[:2]) != image_size:
+        resized = tuple(example[IMAGE].shape[:2]) == image_size
+        if image_size is not None and fit == "resize" and not resized:
             example = T.resize(example, image_size)
         if grayscale_to_rgb and example[IMAGE].shape[-1] == 1:
             example = T.grayscale_to_rgb(example)
         example = T.normalize(example, spec.mean, spec.std)
+        if image_size is not None and fit == "pad":
+            example = T.pad_to_size(example, image_size, ignore_label=IGNORE_LABEL)
         if proposals is not None:
             example = mask_padding(example)
         if BOXES in example:

@@ -15,11 +15,15 @@ shapes/multi    as shapes/single without ``label``
 voc/2007,       image, boxes (tfds' normalised yxyx -> xyxy pixels), classes,
 voc/2012,       ``ignore (N,)`` bool (VOC "difficult", COCO "crowd": objects that evaluation
 coco/2017       ignores), original_size
+voc/2012-       image, ``segmentation (H, W)`` int32 (0 = background, 1..20, 255 = void),
+segmentation    original_size; images are padded (not resized) to ``image_size``
 ==============  ======================================================================
 
-tfds' ``voc`` builder has detection annotations only (no segmentation masks), and tfds'
-``coco/2017`` has boxes but no instance masks; semantic and instance segmentation are
-available on ``shapes/multi``.
+tfds' ``voc`` builder has detection annotations only (no segmentation masks): VOC 2012
+semantic segmentation comes from jaxcv's own builder
+(:mod:`jaxcv.data.builders.voc_segmentation`), which reads the official archive from a manual
+dir. tfds' ``coco/2017`` has boxes but no instance masks; instance segmentation is available
+on ``shapes/multi``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,14 @@ from collections.abc import Callable, Mapping
 
 import tensorflow as tf
 
+from jaxcv.data.builders import voc_segmentation
 from jaxcv.data.transforms import IGNORE
-from jaxcv.types import BOXES, CLASSES, IMAGE, LABEL, MASKS, SEGMENTATION
+from jaxcv.types import BOXES, CLASSES, IGNORE_LABEL, IMAGE, LABEL, MASKS, SEGMENTATION
+
+VOC_CLASS_NAMES = voc_segmentation.CLASS_NAMES  # background + 20 object classes
 
 ORIGINAL_SIZE = "original_size"
+FITS = ("resize", "pad")
 
 
 class DatasetNotPreparedError(RuntimeError):
@@ -73,6 +81,11 @@ class DatasetSpec:
       cache: small enough to cache decoded in memory.
       builder_kwargs: extra kwargs for ``tfds.builder``.
       class_names: overrides the tfds names (tfds sets some only while preparing the data).
+      fit: how images meet the pipeline's ``image_size``: ``"resize"`` (stretch to it) or
+        ``"pad"`` (:func:`jaxcv.data.transforms.pad_to_size`: never upscaled, padded at the
+        bottom/right with zeros after normalisation, segmentation with 255 = ignore).
+      manual_download: for a real dataset built from files the user downloads (tfds manual
+        dir), what to download and where to put it; None for tfds-downloadable datasets.
     """
 
     name: str
@@ -89,6 +102,12 @@ class DatasetSpec:
     cache: bool = False
     builder_kwargs: Mapping[str, object] = dataclasses.field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
+    fit: str = "resize"
+    manual_download: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fit not in FITS:
+            raise ValueError(f"{self.name}: fit must be one of {FITS}, got {self.fit!r}")
 
     @property
     def has_objects(self) -> bool:
@@ -143,6 +162,19 @@ def _tfds_detection(example: dict, *, ignore_feature: str) -> dict:
         IGNORE: tf.cast(ignore[:n], tf.bool),
         ORIGINAL_SIZE: size,
     }
+
+
+def _voc_segmentation(example: dict) -> dict:
+    """jaxcv_voc2012_segmentation: label PNG values are the class indices (255 = void)."""
+    image = example["image"]
+    labels = tf.cast(example["segmentation"][..., 0], tf.int32)
+    # The builder guarantees equal sizes and labels in 0..20 or 255; tfds' mock data (tests)
+    # draws each feature's size and values independently: keep the common top-left window
+    # and make other values void.
+    size = tf.minimum(tf.shape(image)[:2], tf.shape(labels))
+    image, labels = image[: size[0], : size[1]], labels[: size[0], : size[1]]
+    labels = tf.where(labels < len(VOC_CLASS_NAMES), labels, IGNORE_LABEL)
+    return {IMAGE: image, SEGMENTATION: labels, ORIGINAL_SIZE: _size(image)}
 
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse")
@@ -237,6 +269,21 @@ DATASETS: dict[str, DatasetSpec] = {
     "voc/2007": _detection_spec("voc/2007", "is_difficult"),
     "voc/2012": _detection_spec("voc/2012", "is_difficult"),
     "coco/2017": _detection_spec("coco/2017", "is_crowd"),
+    "voc/2012-segmentation": DatasetSpec(
+        name="voc/2012-segmentation",
+        tfds_name="jaxcv_voc2012_segmentation",
+        builtin=False,
+        to_example=_voc_segmentation,
+        keys=(IMAGE, SEGMENTATION, ORIGINAL_SIZE),
+        label_feature=(),
+        image_shape=(None, None, 3),
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        augmentation=Augmentation(hflip=True),
+        class_names=VOC_CLASS_NAMES[1:],
+        fit="pad",
+        manual_download=voc_segmentation.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    ),
 }
 """User-facing dataset name -> :class:`DatasetSpec`."""
 
@@ -246,6 +293,7 @@ BUILTIN_ALTERNATIVE = {
     "voc/2007": "shapes/multi",
     "voc/2012": "shapes/multi",
     "coco/2017": "shapes/multi",
+    "voc/2012-segmentation": "shapes/multi",
 }
 """Real dataset -> the built-in dataset offered instead when it is not prepared."""
 
@@ -257,8 +305,24 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def not_prepared_error(spec: DatasetSpec, data_dir: str) -> DatasetNotPreparedError:
-    """The error for a real dataset missing from ``data_dir``: what, how to prepare, instead."""
+def not_prepared_error(
+    spec: DatasetSpec, data_dir: str, detail: str | None = None
+) -> DatasetNotPreparedError:
+    """The error for a real dataset missing from ``data_dir``: what, how to prepare, instead
+    (``detail``: why building it from the manual dir failed)."""
+    if spec.manual_download is not None:
+        reason = f" ({detail})" if detail else ""
+        return DatasetNotPreparedError(
+            f"dataset {spec.name!r} (tfds {spec.tfds_name!r}) is not prepared in {data_dir}"
+            f"{reason}; jaxcv never downloads, and this dataset is built from files you "
+            "download yourself.\n"
+            f"{spec.manual_download}\n"
+            f"For this data dir: jaxcv data prepare {spec.name} --data-dir {data_dir} "
+            "--manual-dir DIR, or from Python (after `import jaxcv.data`): "
+            f"tfds.builder('{spec.tfds_name}', data_dir='{data_dir}').download_and_prepare("
+            "download_config=tfds.download.DownloadConfig(manual_dir=DIR)).\n"
+            f"Built-in alternative that needs no download: {BUILTIN_ALTERNATIVE[spec.name]!r}."
+        )
     manual = ""
     if spec.name.startswith(("voc", "coco")):
         manual = (

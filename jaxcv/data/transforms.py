@@ -264,3 +264,58 @@ def pad_objects(example: dict, max_objects: int) -> dict:
         out[key] = tf.ensure_shape(value, [max_objects, *value.shape[1:]])
     out[VALID] = tf.range(max_objects) < count
     return out
+
+
+def pad_to_size(
+    example: dict, size: Sequence[int], *, ignore_label: int = 255, image_fill: float = 0.0
+) -> dict:
+    """Fits an example into a fixed ``(H', W')`` canvas without distorting it.
+
+    An image larger than the canvas is first scaled down by ``min(H'/H, W'/W)`` (aspect ratio
+    kept; see :func:`resize` for the policy), a smaller one is never upscaled; then everything
+    is padded at the bottom/right: ``image`` with ``image_fill`` (call after :func:`normalize`
+    with 0: the dataset's mean colour, as a mean-subtracted input zero-padded by a conv),
+    ``segmentation`` with ``ignore_label`` (padded pixels count in neither the loss nor the
+    metrics), ``masks`` with 0. Boxes and proposals keep their coordinates (the padding is
+    bottom/right). The static shapes become ``(H', W', C)``, ``(H', W')``, ``(N, H', W')``.
+
+    Args:
+      example: ``image (H, W, C)`` and optionally the other keys of the module docstring.
+      size: ``(H', W')`` positive ints.
+      ignore_label: segmentation value of padded pixels.
+      image_fill: image value of padded pixels.
+
+    Returns:
+      The example with a float32 image.
+    """
+    if len(size) != 2 or min(int(s) for s in size) < 1:
+        raise ValueError(f"size must be (H, W) positive, got {size}")
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = _hw(example)
+    example = {**example, IMAGE: tf.cast(example[IMAGE], tf.float32)}  # as resize returns it
+    scale = tf.minimum(
+        tf.cast(out_h, tf.float32) / tf.cast(h, tf.float32),
+        tf.cast(out_w, tf.float32) / tf.cast(w, tf.float32),
+    )
+    fit_h = tf.clip_by_value(tf.cast(tf.round(scale * tf.cast(h, tf.float32)), tf.int32), 1, out_h)
+    fit_w = tf.clip_by_value(tf.cast(tf.round(scale * tf.cast(w, tf.float32)), tf.int32), 1, out_w)
+    if tuple(example[IMAGE].shape[:2]) != (out_h, out_w):  # statically equal: nothing to do
+        out = tf.cond(
+            scale < 1.0,
+            lambda: resize(example, tf.stack([fit_h, fit_w])),
+            lambda: dict(example),
+        )
+    else:
+        out = dict(example)
+    h, w = _hw(out)
+    pad_h, pad_w = out_h - h, out_w - w
+    channels = example[IMAGE].shape[-1]
+    image = tf.pad(out[IMAGE], [[0, pad_h], [0, pad_w], [0, 0]], constant_values=image_fill)
+    out[IMAGE] = tf.ensure_shape(image, [out_h, out_w, channels])
+    if SEGMENTATION in out:
+        seg = tf.pad(out[SEGMENTATION], [[0, pad_h], [0, pad_w]], constant_values=ignore_label)
+        out[SEGMENTATION] = tf.ensure_shape(seg, [out_h, out_w])
+    if MASKS in out:
+        masks = tf.pad(out[MASKS], [[0, 0], [0, pad_h], [0, pad_w]])
+        out[MASKS] = tf.ensure_shape(masks, [None, out_h, out_w])
+    return out

@@ -1,0 +1,114 @@
+"""FCN-8s on VGG-16, PASCAL VOC 2012 semantic segmentation, with the paper's settings.
+
+Command:   jaxcv data prepare voc/2012-segmentation --manual-dir DIR   (once; DIR holds the
+           official VOCtrainval_11-May-2012.tar or its VOCdevkit/, see the README)
+           jaxcv train voc2012_fcn8s --workdir runs/voc2012_fcn8s
+Hardware:  one GPU/TPU (VGG-16 at 500x500, 134M parameters). Not run here: this machine has no
+           VOC data and 2 CPU cores; only smoke-tested, on a fake VOCdevkit with small images
+           (tests/data/test_voc_segmentation.py) and on tfds mock data (JAXCV_SLOW_TESTS=1).
+Expected:  Long, Shelhamer & Darrell (CVPR 2015) report FCN-8s (ImageNet-initialised VGG-16)
+           at 62.7 mean IU on a subset of VOC 2011 val (pixel acc. 90.3, mean acc. 75.9, f.w.
+           IU 83.2) and 62.2 mean IU on VOC 2012 test, trained on SBD's 8,498 train images.
+           This config trains on VOC 2012 train only (1,464 images; SBD is out of scope) and
+           evaluates on VOC 2012 val (1,449): expect less than the paper, and far less without
+           ImageNet initialisation. results.json: `validation/mIoU`, `validation/pixel_accuracy`,
+           `validation/mean_accuracy`, `validation/fwIoU`.
+
+Model: `fcn8s` with the VGG-16 trunk (13 convs, no BatchNorm), `fc6` a 7x7 convolution of
+4,096 channels (VGG-16's fc6 reshaped), `fc7` 1x1, dropout 0.5 after both, score layers on
+pool4 and pool3 zero-initialised, transposed-conv upsampling initialised to bilinear
+interpolation (jaxcv.models.fcn). The last upsampling, `upscore8`, is fixed to bilinear
+(`optimizer.freeze`), as in the paper; the two 2x ones are learned (the reference code
+fixes all three: add "upscore2/" and "upscore_pool4/").
+
+Data: whole images at batch 1, as the paper trains. Static shapes under jit need one input
+size, so every image is padded at the bottom/right to 500x500 (the largest VOC size; the
+dataset's `fit="pad"`: zeros after normalisation, label 255 = ignore), and the padding counts
+in neither the loss nor the metrics. ImageNet mean/std normalisation of RGB images, the
+convention of torchvision's VGG-16 weights. No augmentation (the paper found mirroring and
+jittering gave no improvement).
+
+The paper's optimisation (the reference "at-once" FCN-8s) and what jaxcv does:
+
+* SGD, momentum 0.99, batch 1: followed.
+* Fixed learning rate 1e-10 on the *summed* per-pixel loss (Caffe `normalize: false`): jaxcv's
+  loss is the mean over labelled pixels, whose gradient is 1/N of the sum's, so the same steps
+  need lr = 1e-10 * N; N ~ 187,500 for a typical 500x375 VOC image: lr = 1.9e-5, constant.
+  (The per-image N varies by about 2x over VOC; the mean loss is steadier.)
+* Weight decay 5e-4 on the summed loss, i.e. 5e-4 * 1e-10 per step: the same decay on the mean
+  loss is 5e-4 / N = 2.7e-9 (practically none, as in Caffe). Biases are not decayed (as
+  `decay_mult: 0` there).
+* Doubled learning rate for biases: not followed (jaxcv.train.optim has no per-parameter rate
+  multipliers; with a constant rate it only speeds up the biases).
+* Caffe's 100-pixel zero padding of conv1_1 and the crop offsets: not followed; jaxcv's FCN
+  keeps sizes with "same" padding and pads the input to a multiple of 32 instead (aligned
+  exactly, see jaxcv/models/fcn.py). The at-once net's 0.01 / 0.0001 scaling of the pool4 /
+  pool3 skips is not used either (the score layers start at zero anyway).
+* ImageNet initialisation of VGG-16: the paper's starting point, and what makes 62 mIoU
+  possible. Convert torchvision's `vgg16` checkpoint with `jaxcv.models.convert` and start
+  from it with `--set model.init_from=DIR` (the key being added with that converter). Without
+  it the trunk starts from scratch here, which with this tiny fixed rate will not get far.
+* Schedule: 100,000 iterations of one image (about 68 epochs of VOC 2012 train).
+"""
+
+import ml_collections
+
+TYPICAL_PIXELS = 500 * 375  # labelled pixels of a typical VOC image (the summed-loss scale)
+CAFFE_LEARNING_RATE = 1e-10  # on the summed loss
+CAFFE_WEIGHT_DECAY = 5e-4
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The voc2012_fcn8s config (see the module docstring)."""
+    config = ml_collections.ConfigDict()
+    config.name = "voc2012_fcn8s"
+    config.seed = 0
+    config.task = "segmentation"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "voc/2012-segmentation"
+    config.data.data_dir = None
+    config.data.batch_size = 1
+    config.data.eval_batch_size = 8
+    config.data.image_size = (500, 500)  # a padded canvas (fit="pad"), not a resize
+    config.data.augment = False
+    config.data.max_objects = 1  # unused (no boxes)
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "fcn8s"
+    config.model.num_classes = 21  # background + 20 VOC classes
+    config.model.backbone = "vgg"
+    config.model.stages = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512,) * 3)
+    config.model.batch_norm = False
+    config.model.fc_width = 4096
+    config.model.fc6_kernel = 7
+    config.model.dropout_rate = 0.5
+    config.model.dtype = "float32"
+
+    config.segmentation = ml_collections.ConfigDict()
+    config.segmentation.ignore_label = 255
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = CAFFE_LEARNING_RATE * TYPICAL_PIXELS
+    config.optimizer.momentum = 0.99
+    config.optimizer.nesterov = False
+    config.optimizer.weight_decay = CAFFE_WEIGHT_DECAY / TYPICAL_PIXELS
+    config.optimizer.schedule = "constant"
+    config.optimizer.warmup_steps = 0
+    config.optimizer.grad_clip_norm = None
+    config.optimizer.freeze = ["upscore8/"]
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 100_000
+    config.train.log_every = 100
+    config.train.eval_every = 10_000
+    config.train.checkpoint_every = 2_000
+    config.train.keep_checkpoints = 2
+    config.train.best_metric = "validation/mIoU"
+    config.train.best_mode = "max"
+    config.train.parallel = "mesh"
+    config.train.on_nonfinite = "stop"
+    return config
