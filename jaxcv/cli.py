@@ -6,6 +6,7 @@
     jaxcv data prepare NAME [--data-dir DIR] [--manual-dir DIR]
     jaxcv data proposals NAME --split SPLIT [--num-images N] [--mode fast|quality]
     jaxcv demo [--workdir DIR]
+    jaxcv convert torchvision ARCH CHECKPOINT.pth OUT_DIR
     jaxcv list
 
 ``EXPERIMENT`` is a name of :data:`jaxcv.experiments.EXPERIMENTS` (``jaxcv list``) or the path
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     props.add_argument("--num-images", type=int, default=None, help="only the first N images")
     props.add_argument("--mode", choices=("fast", "quality"), default="fast")
     props.add_argument("--data-dir", type=Path, default=None)
+
+    p = sub.add_parser("convert", help="convert pre-trained weights to a jaxcv checkpoint")
+    conv_sub = p.add_subparsers(dest="convert_source", required=True, metavar="SOURCE")
+    tv = conv_sub.add_parser("torchvision", help="a torchvision state_dict .pth file")
+    tv.add_argument("arch", help="torchvision builder name, e.g. resnet50, vgg16_bn, fcn_resnet50")
+    tv.add_argument("checkpoint", type=Path, help="the .pth file (needs jaxcv[convert])")
+    tv.add_argument("out_dir", type=Path, help="where to write the checkpoint and its JSON")
 
     p = sub.add_parser("demo", help="train and evaluate the demo experiments on built-in data")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
@@ -178,12 +186,35 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from jaxcv.models import convert
+
+    try:
+        converted = convert.convert_checkpoint(args.arch, args.checkpoint)
+        info = convert.save_converted(converted, args.out_dir, source=args.checkpoint)
+    except (ImportError, NotImplementedError, FileExistsError) as e:
+        print(f"jaxcv: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    count = sum(v.size for v in _leaves(converted.variables["params"]))
+    fields = ", ".join(f"{k}={v!r}" for k, v in converted.model_fields.items())
+    print(f"{args.arch}: {count:,} parameters -> jaxcv {converted.model_name}({fields})")
+    print(f"Wrote {args.out_dir / convert.VARIABLES_DIR} and {info}")
+    print(f"Train from it: --set model.init_from={args.out_dir}")
+    return 0
+
+
+def _leaves(tree):
+    for value in tree.values():
+        yield from _leaves(value) if isinstance(value, dict) else (value,)
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "predict": _cmd_predict,
     "data": _cmd_data,
     "demo": _cmd_demo,
+    "convert": _cmd_convert,
     "list": lambda args: _cmd_list(),
 }
 

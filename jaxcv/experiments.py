@@ -46,6 +46,7 @@ EXPERIMENTS: dict[str, str] = {
     "mnist_vae": "mnist_vae.py",
     "mnist_ae_embed": "mnist_ae_embed.py",
     "mnist_pretrain_finetune": "mnist_pretrain_finetune.py",
+    "transfer_shapes_digits": "transfer_shapes_digits.py",
     "shapes_fcn32s": "shapes_fcn32s.py",
     "shapes_fcn16s": "shapes_fcn16s.py",
     "shapes_fcn8s": "shapes_fcn8s.py",
@@ -73,9 +74,15 @@ STUDIES: dict[str, str] = {
     "pretrain_finetune": "jaxcv.studies.unsupervised:run_unsupervised_study",
     "vae": "jaxcv.studies.unsupervised:run_unsupervised_study",
     "overfeat": "jaxcv.studies.overfeat:run_overfeat",
+    "transfer": "jaxcv.studies.transfer:run_transfer",
 }
 
 DIR_ENV = "JAXCV_EXPERIMENTS_DIR"
+
+#: Optional keys :func:`load_config` adds, with these values, to configs that lack them (so
+#: ``--set`` reaches them). ``model.init_from``: a converted checkpoint or a run workdir to
+#: start training from (:mod:`jaxcv.train.init_from`).
+OPTIONAL_DEFAULTS: dict[str, object] = {"model.init_from": None}
 
 # Top-level run options every experiment accepts (``--set profile=true``), filled in by
 # :func:`load_config` when the experiment's file does not set them.
@@ -145,6 +152,12 @@ def load_config(
         if key not in config:
             with config.unlocked():
                 config[key] = default
+    for key, value in OPTIONAL_DEFAULTS.items():
+        section, name = key.split(".")
+        node = config.get(section)
+        if isinstance(node, ml_collections.ConfigDict) and name not in node:
+            with node.unlocked():
+                node[name] = value
     return apply_overrides(config, overrides)
 
 

@@ -73,6 +73,9 @@ STUDY_SMOKE = {
     "unsupervised.iwae_ks": "(1, 4)",
     "unsupervised.linear_optimizer.warmup_steps": "1",
     "finetune_optimizer.warmup_steps": "1",
+    "transfer.finetune_steps": "2",
+    "transfer.seeds": "(0,)",
+    "transfer.label_fractions": "(0.1,)",
 }
 
 

@@ -85,11 +85,17 @@ def _index_stream(n: int, batch_size: int, rng: np.random.Generator):
 class FitResult:
     """A finished training run: host ``variables`` (``{'params': ..., **model_state}``), the
     logged ``losses`` ``[(step, mean loss)]`` and the wall ``seconds`` (compilation
-    included)."""
+    included); ``first_step_seconds`` is the first step (mostly compilation),
+    ``step_seconds`` the mean wall time of the other steps (batch slicing included; NaN for
+    a one-step run) and ``step_cpu_seconds`` their mean CPU time (all threads of the process;
+    less sensitive than wall time to other processes on a shared machine)."""
 
     variables: dict
     losses: list[tuple[int, float]]
     seconds: float
+    first_step_seconds: float = float("nan")
+    step_seconds: float = float("nan")
+    step_cpu_seconds: float = float("nan")
 
 
 def fit(
@@ -102,6 +108,7 @@ def fit(
     seed: int,
     parallel: str = "mesh",
     init: Callable[[Any], Any] | None = None,
+    init_variables: Callable[[dict], dict] | None = None,
     log_every: int = 100,
 ) -> FitResult:
     """Train ``task`` on batches sampled from in-memory ``arrays``.
@@ -116,6 +123,8 @@ def fit(
       parallel: ``"mesh"`` | ``"pmap"`` | ``"none"``.
       init: optional ``params -> params`` applied after initialisation (e.g. copying a
         pre-trained encoder in); the optimizer state is rebuilt for the new params.
+      init_variables: optional ``variables -> variables`` (``{'params': ..., **model_state}``,
+        e.g. a pre-trained trunk with its BatchNorm statistics), applied after ``init``.
       log_every: steps between loss fetches (host syncs).
 
     Returns:
@@ -138,14 +147,24 @@ def fit(
     if init is not None:
         params = init(state.params)
         state = state.replace(params=params, opt_state=tx.init(params))
+    if init_variables is not None:
+        variables = dict(init_variables({"params": state.params, **state.model_state}))
+        params = variables.pop("params")
+        state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
     par = Parallel(parallel)
     step_fn = par.compile_train_step(make_train_step(task, axis_name=par.axis_name))
     state = par.put_state(state)
     losses, pending = [], []
     indices = first
+    t_steps, cpu_steps = time.perf_counter(), time.process_time()
+    first_step = float("nan")
     for step in range(1, num_steps + 1):
         state, metrics = step_fn(state, par.put_batch({k: arrays[k][indices] for k in keys}))
         pending.append(metrics["loss"])
+        if step == 1:  # one sync: the steady-state step time below excludes compilation
+            jax.block_until_ready(metrics["loss"])
+            first_step = time.perf_counter() - t_steps
+            t_steps, cpu_steps = time.perf_counter(), time.process_time()
         if step % log_every == 0 or step == num_steps:
             values = np.asarray([float(np.asarray(jax.device_get(v))) for v in pending])
             if not np.all(np.isfinite(values)):
@@ -154,8 +173,12 @@ def fit(
             losses.append((step, float(values.mean())))
             pending = []
         indices = next(stream)
+    jax.block_until_ready(state.params)
+    n = num_steps - 1 if num_steps > 1 else float("nan")
+    steady = (time.perf_counter() - t_steps) / n
+    steady_cpu = (time.process_time() - cpu_steps) / n
     variables = par.get_state(state).variables
-    return FitResult(variables, losses, time.perf_counter() - t0)
+    return FitResult(variables, losses, time.perf_counter() - t0, first_step, steady, steady_cpu)
 
 
 def predict(

@@ -36,6 +36,7 @@ from jaxcv import data as jdata
 from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.train import report as report_lib
 from jaxcv.train.checkpoint import Checkpointer
+from jaxcv.train.init_from import init_state_from
 from jaxcv.train.logging import MetricsWriter, ProgressBar, peak_rss_mb, read_metrics
 from jaxcv.train.optim import make_optimizer
 from jaxcv.train.parallel import Parallel
@@ -199,6 +200,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         state = restored
         start_step = int(jax.device_get(state.step))
         print(f"Resuming {config.name} from step {start_step} ({workdir / CHECKPOINT_DIR})")
+    elif config.model.get("init_from"):
+        try:
+            state = init_state_from(
+                state, config.model.init_from, num_classes=config.model.get("num_classes")
+            )
+        except Exception:
+            checkpointer.close()
+            raise
     # The data stream resumes where the interrupted run stopped (same seed, same order).
     train_iter = (train_ds.skip(start_step) if start_step else train_ds).as_numpy_iterator()
 

@@ -109,6 +109,7 @@ def make_model(config: ml_collections.ConfigDict, info) -> Any:
     (and written back into ``config``)."""
     fields = config.model.to_dict()
     name = fields.pop("name")
+    fields.pop("init_from", None)  # where the weights start from, not a model field
     if "num_classes" in fields and fields["num_classes"] is None:
         fields["num_classes"] = int(info.num_classes) + (config.task in _WITH_BACKGROUND)
         with config.unlocked():
@@ -215,14 +216,24 @@ def evaluate(task, eval_step, parallel, state, dataset, *, split: str, num_sampl
 def run_metadata(config: ml_collections.ConfigDict) -> dict[str, str]:
     """What identifies a run's checkpoints: the experiment ``name`` and a ``config_hash`` of the
     parts that shape the state (task, model, optimizer name, dataset), so a resumed run may
-    change e.g. ``train.num_steps`` but never restores another experiment's checkpoints."""
+    change e.g. ``train.num_steps`` but never restores another experiment's checkpoints.
+
+    ``model.init_from`` (where the weights start) is left out of the hash; ``best_metric`` and
+    ``best_mode`` are recorded, outside the identity, so that another run can start from this
+    run's best checkpoint (:mod:`jaxcv.train.init_from`)."""
+    model = {k: v for k, v in config.model.to_dict().items() if k != "init_from"}
     shaping = {
         "task": config.task,
-        "model": config.model.to_dict(),
+        "model": model,
         "optimizer": config.optimizer.name,
         "data": config.data.name,
     }
-    return {"name": config.name, "config_hash": fingerprint(shaping)}
+    return {
+        "name": config.name,
+        "config_hash": fingerprint(shaping),
+        "best_metric": config.train.get("best_metric"),
+        "best_mode": config.train.get("best_mode", "max"),
+    }
 
 
 def default_cache_dir() -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxcv.models.layers import (
@@ -120,6 +121,9 @@ class CNN(nn.Module):
       channels, kernel_size, padding, pool_size, batch_norm: see :class:`CNNBackbone`.
       hidden_units: widths of the hidden FC layers (``()`` for a single linear classifier).
       dropout_rate: dropout after each hidden FC layer.
+      freeze_backbone: run the backbone in inference mode (BatchNorm running statistics, left
+        unchanged) behind ``stop_gradient``: training then computes no backward pass through
+        it. Pair with ``optimizer.freeze=["^backbone/"]`` so weight decay leaves it alone too.
       bn_axis_name: axis to synchronise BatchNorm statistics over under pmap, or None.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
@@ -132,6 +136,7 @@ class CNN(nn.Module):
     batch_norm: bool = False
     hidden_units: Sequence[int] = (128,)
     dropout_rate: float = 0.5
+    freeze_backbone: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -167,7 +172,9 @@ class CNN(nn.Module):
 
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Classify ``(B, H, W, C)`` images; returns float32 logits ``(B, num_classes)``."""
-        x = self.backbone(images, train)[f"pool{len(self.channels)}"]
+        x = self.backbone(images, train and not self.freeze_backbone)[f"pool{len(self.channels)}"]
+        if self.freeze_backbone:
+            x = jax.lax.stop_gradient(x)
         x = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
             x = self.dropout(nn.relu(layer(x)), deterministic=not train)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxcv.models.layers import (
@@ -270,6 +271,10 @@ class ResNet(nn.Module):
     ``apply(variables, images (B, H, W, C), train=bool, mutable=['batch_stats'] when train)``
     returns float32 logits ``(B, num_classes)`` whatever the compute dtype.
     ``apply(..., method="features")`` returns the backbone's feature dict.
+
+    ``freeze_backbone=True`` runs the backbone in inference mode (BatchNorm running statistics,
+    left unchanged) behind ``stop_gradient``, so training computes no backward pass through it;
+    pair it with ``optimizer.freeze=["^backbone/"]`` so weight decay leaves it alone too.
     """
 
     num_classes: int = 1000
@@ -278,6 +283,7 @@ class ResNet(nn.Module):
     stem: str = "imagenet"
     width: int = 64
     zero_init_residual: bool = False
+    freeze_backbone: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -309,7 +315,10 @@ class ResNet(nn.Module):
 
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Classify ``(B, H, W, C)`` images; returns float32 logits ``(B, num_classes)``."""
-        last = self.backbone(images, train)[f"c{len(self.stage_sizes) + 1}"]
+        last = self.backbone(images, train and not self.freeze_backbone)
+        last = last[f"c{len(self.stage_sizes) + 1}"]
+        if self.freeze_backbone:
+            last = jax.lax.stop_gradient(last)
         pooled = jnp.mean(last.astype(jnp.float32), axis=(1, 2))
         return self.fc(pooled).astype(jnp.float32)
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxcv.models.layers import (
@@ -110,6 +111,9 @@ class VGG(nn.Module):
       pool_output: ``(h, w)`` of the adaptive average pool before ``fc6`` (torchvision's
         ``(7, 7)``; ``(1, 1)`` is global average pooling for small images), or None to flatten
         the last pool as it is (input size then fixes ``fc6``'s shape).
+      freeze_backbone: run the conv stages in inference mode (BatchNorm running statistics)
+        behind ``stop_gradient``: no backward pass through them in training; pair with
+        ``optimizer.freeze=["^backbone/"]`` so weight decay leaves them alone too.
       bn_axis_name: axis to synchronise BatchNorm statistics over under pmap, or None.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
@@ -120,6 +124,7 @@ class VGG(nn.Module):
     fc_width: int = 4096
     dropout_rate: float = 0.5
     pool_output: Sequence[int] | None = (7, 7)
+    freeze_backbone: bool = False
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -150,7 +155,9 @@ class VGG(nn.Module):
 
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Classify ``(B, H, W, C)`` images; returns float32 logits ``(B, num_classes)``."""
-        x = self.backbone(images, train)[f"pool{len(self.stages)}"]
+        x = self.backbone(images, train and not self.freeze_backbone)[f"pool{len(self.stages)}"]
+        if self.freeze_backbone:
+            x = jax.lax.stop_gradient(x)
         if self.pool_output is not None:
             x = adaptive_avg_pool(x, self.pool_output)
         x = x.reshape(x.shape[0], -1)  # (h, w, c) order, see the module docstring

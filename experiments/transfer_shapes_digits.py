@@ -1,0 +1,91 @@
+"""Transfer: a CNN pre-trained on shapes/single, new heads on digits (scratch / fine-tune / frozen).
+
+Command:   jaxcv train transfer_shapes_digits --workdir runs/transfer_shapes_digits
+Hardware:  2 CPU cores, no GPU, no network; the target is minutes (see the report's wall_s).
+Expected:  filled in from the measured run (results.json, report.md).
+
+Study `transfer` (jaxcv.studies.transfer): the lecture's advice for little data ("use a
+pre-trained network, keep the conv layers fixed"), measured. A 3-stage CNN (16, 32, 64 channels,
+BatchNorm) is trained to classify the object in shapes/single scenes at 32x32. Its conv trunk
+then starts classifiers of the real 8x8 handwritten digits, upsampled to 32x32 and replicated to
+RGB, with a new head (one hidden layer of 64 units, 10 logits), trained on a class-stratified
+1%, 10% and 100% of the digits training labels three ways: from scratch, pre-trained and
+fine-tuned, pre-trained with the conv trunk frozen (inference-mode BatchNorm behind
+stop_gradient, plus an optax mask). Same optimizer, steps, batch and label subsets for every
+column. The table also gives the time per train step and XLA's FLOP count of each step.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The transfer_shapes_digits config (see the module docstring)."""
+    config = ml_collections.ConfigDict()
+    config.name = "transfer_shapes_digits"
+    config.seed = 0
+    config.task = "classification"
+    config.study = "transfer"
+
+    # The target task; the source task's data is config.transfer.source_data, same image size.
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "digits"
+    config.data.data_dir = None
+    config.data.batch_size = 64
+    config.data.eval_batch_size = 120
+    config.data.image_size = (32, 32)
+    config.data.augment = False
+    config.data.max_objects = 1
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "cnn"
+    config.model.num_classes = None
+    config.model.channels = (16, 32, 64)
+    config.model.kernel_size = 3
+    config.model.padding = "SAME"
+    config.model.pool_size = 2
+    config.model.batch_norm = True
+    config.model.hidden_units = (64,)
+    config.model.dropout_rate = 0.3
+    config.model.dtype = "float32"
+
+    # Pre-training (source task).
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 50
+    config.optimizer.grad_clip_norm = None
+    config.optimizer.freeze = []
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 1000
+    config.train.log_every = 100
+    config.train.eval_every = 1000
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 1
+    config.train.best_metric = None
+    config.train.best_mode = "max"
+    config.train.parallel = "mesh"
+    config.train.on_nonfinite = "stop"
+
+    config.transfer = ml_collections.ConfigDict()
+    config.transfer.source_data = "shapes/single"
+    config.transfer.source_split = "train"
+    config.transfer.source_eval_split = "test"
+    config.transfer.label_fractions = (0.01, 0.1, 1.0)
+    config.transfer.seeds = (0, 1, 2)
+    config.transfer.finetune_steps = 200
+
+    # Every target classifier (scratch, fine-tuned, frozen).
+    config.finetune_optimizer = ml_collections.ConfigDict()
+    config.finetune_optimizer.name = "adamw"
+    config.finetune_optimizer.learning_rate = 1e-3
+    config.finetune_optimizer.weight_decay = 1e-4
+    config.finetune_optimizer.schedule = "cosine"
+    config.finetune_optimizer.warmup_steps = 30
+    config.finetune_optimizer.grad_clip_norm = None
+    config.finetune_optimizer.freeze = []
+    return config
