@@ -7,8 +7,10 @@ Expected:  test mIoU, pixel/mean accuracy and fwIoU in results.json (`test/mIoU`
            baseline row of the FCN-paper-style table. Evaluation is dense: every one of the
            16,384 pixels of each test image has its own patch classified (see
            experiments/bench/segmentation.py for the cost against FCN-8s), so the single
-           evaluation at the end dominates the run time. Not run to the end in the session that
-           wrote it.
+           evaluation at the end dominates the run time. Measured only with a short schedule
+           (`--set train.num_steps=300 --set data.eval_split='test[:100]'`, 20 minutes on a shared
+           CPU): mIoU 0.231, pixel accuracy 0.761, mean accuracy 0.405, fwIoU 0.724, train loss
+           1.22 (undertrained); the dense evaluation peaked at 10.7 GB host memory.
 
 Model: a patch classifier (3x3 conv + ReLU + 2x2 max-pool stages of 16, 32, 32 channels, a
 128-unit hidden layer) on two scales around each pixel: the 17x17 patch, and a 34x34 window
