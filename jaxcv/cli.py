@@ -1,6 +1,7 @@
 """The ``jaxcv`` command (the only place with command-line flags).
 
-    jaxcv train EXPERIMENT --workdir DIR [--set key=value ...]
+    jaxcv train EXPERIMENT --workdir DIR [--set key=value ...] [--distributed
+                [--coordinator HOST:PORT --num-processes N --process-id I]]
     jaxcv eval EXPERIMENT --workdir DIR [--checkpoint best|latest] [--set key=value ...]
     jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--top-k K]
     jaxcv data prepare NAME [--data-dir DIR] [--manual-dir DIR]
@@ -46,6 +47,50 @@ def _add_experiment_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "multi-process / multi-host (one such command per process; see README)"
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first; without the flags below it reads the "
+        "cluster from the environment (SLURM, Open MPI, Cloud TPU, JAX_COORDINATOR_ADDRESS)",
+    )
+    group.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address (implies --distributed)"
+    )
+    group.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+
+
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` with the given flags, before jax starts its backend."""
+    given = {
+        "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes,
+        "process_id": args.process_id,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not (args.distributed or given):
+        return
+    n, i = args.num_processes, args.process_id
+    if n is not None and n < 1:
+        raise ValueError(f"--num-processes must be >= 1; got {n}")
+    if i is not None and i < 0:
+        raise ValueError(f"--process-id must be >= 0; got {i}")
+    if n is not None and i is not None and i >= n:
+        raise ValueError(f"--process-id {i} must be in 0..{n - 1} (--num-processes {n})")
+    import jax
+
+    jax.distributed.initialize(**given)
+    print(
+        f"jax.distributed: process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} local of {jax.device_count()} devices",
+        flush=True,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``jaxcv`` command."""
     parser = argparse.ArgumentParser(
@@ -55,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an experiment (resumes from the workdir)")
     _add_experiment_args(p)
+    _add_distributed_args(p)
 
     p = sub.add_parser("eval", help="evaluate a trained run's checkpoint")
     _add_experiment_args(p)
@@ -114,6 +160,7 @@ def _cmd_list() -> int:
 
 
 def _cmd_train(args) -> int:
+    _init_distributed(args)
     from jaxcv import experiments
 
     config = experiments.load_config(args.experiment, args.overrides)

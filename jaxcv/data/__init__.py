@@ -10,14 +10,16 @@ and registers the built-in tfds builders (``digits``, ``shapes/single``, ``shape
 
 from jaxcv.data import _tf_setup  # noqa: F401  (must run before anything imports tensorflow)
 from jaxcv.data.info import DatasetInfo, get_info, prepare
-from jaxcv.data.pipeline import make_pipeline
+from jaxcv.data.pipeline import CorruptDataError, make_pipeline, numpy_batches
 from jaxcv.data.registry import DATASETS, DatasetNotPreparedError
 
 __all__ = [
     "DATASETS",
+    "CorruptDataError",
     "DatasetInfo",
     "DatasetNotPreparedError",
     "get_info",
     "make_pipeline",
+    "numpy_batches",
     "prepare",
 ]

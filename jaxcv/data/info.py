@@ -35,10 +35,20 @@ class DatasetInfo:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
-    """``data_dir``, else ``$JAXCV_DATA_DIR``, else None (tfds' default data dir)."""
-    if data_dir is not None:
-        return os.fspath(data_dir)
-    return os.environ.get(DATA_DIR_ENV) or None
+    """``data_dir``, else ``$JAXCV_DATA_DIR``, else None (tfds' default data dir).
+
+    Raises:
+      ValueError: the dir exists but is not a directory, or cannot be read (a missing dir is
+        fine: built-in datasets are generated into it).
+    """
+    path = os.fspath(data_dir) if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
+    if path is not None and os.path.exists(path):
+        where = "data.data_dir / --data-dir / $" + DATA_DIR_ENV
+        if not os.path.isdir(path):
+            raise ValueError(f"data dir {path} is not a directory ({where})")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ValueError(f"data dir {path} is not readable: check its permissions ({where})")
+    return path
 
 
 def load_builder(

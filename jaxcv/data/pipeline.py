@@ -281,3 +281,39 @@ def _pad_batch(batch: dict, batch_size: int) -> dict:
         value = tf.pad(value, [[0, pad]] + [[0, 0]] * (value.shape.rank - 1))
         out[key] = tf.ensure_shape(value, [batch_size, *value.shape[1:]])
     return out
+
+
+class CorruptDataError(ValueError):
+    """A record of a prepared dataset cannot be read or decoded (damaged files)."""
+
+
+def numpy_batches(dataset: tf.data.Dataset, source: str):
+    """Iterate ``dataset`` as NumPy dict batches, turning tf.data's read and decode failures
+    (a truncated shard, image bytes that are no PNG/JPEG) into :class:`CorruptDataError`.
+
+    Args:
+      dataset: a pipeline of :func:`make_pipeline`.
+      source: what it reads, for the message, e.g. ``"dataset 'digits', split 'test'"``.
+
+    Yields:
+      The batches of ``dataset.as_numpy_iterator()``.
+
+    Raises:
+      CorruptDataError: naming ``source``, tf's reason (e.g. ``Invalid PNG``) and the fix.
+    """
+    iterator = dataset.as_numpy_iterator()
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
+            lines = (error.message or str(error)).strip().splitlines() or [""]
+            reason = lines[0].rsplit(": ", 1)[-1].strip()  # tf's reason after the op chain
+            node = next((ln.strip() for ln in lines[1:] if "node" in ln), "")
+            raise CorruptDataError(
+                f"cannot decode a record of {source}: {reason} {node}".rstrip()
+                + ". The prepared files are damaged: delete the dataset's directory in the "
+                "data dir and prepare it again (`jaxcv data prepare NAME`)."
+            ) from error
+        yield batch

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from jaxcv import data as jdata
+from jaxcv.data.pipeline import numpy_batches
 from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.train import report as report_lib
 from jaxcv.train.checkpoint import Checkpointer
@@ -158,6 +159,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     config = copy.deepcopy(config)  # num_classes gets filled in; the caller's config is kept
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    # Process 0 writes the run outputs; the other processes of a multi-process run write
+    # theirs under process_<i>/ (the checkpoints are shared).
+    index = jax.process_index()
+    out_dir = workdir if index == 0 else workdir / f"process_{index}"
     enable_compilation_cache()
     tc, dc = config.train, config.data
 
@@ -209,14 +214,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             checkpointer.close()
             raise
     # The data stream resumes where the interrupted run stopped (same seed, same order).
-    train_iter = (train_ds.skip(start_step) if start_step else train_ds).as_numpy_iterator()
+    train_iter = numpy_batches(
+        train_ds.skip(start_step) if start_step else train_ds,
+        f"dataset {dc.name!r}, split {dc.train_split!r}",
+    )
 
     p_train = parallel.compile_train_step(
         make_train_step(task, axis_name=parallel.axis_name, on_nonfinite=tc.on_nonfinite)
     )
     p_eval = parallel.compile_eval_step(make_eval_step(task))
     state = parallel.put_state(state)
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(out_dir)
     if start_step == 0:
         writer.write_text(0, "config", f"```\n{config}\n```")
 
@@ -255,7 +263,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 f"non-finite loss ({losses[bad[0]]}) at step {bad_step} (training batch "
                 f"#{bad_step - 1} of the seed-{config.seed} stream); stopped without saving: "
                 f"{kept}. Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or "
-                f"set train.on_nonfinite='skip'.",
+                f"set train.on_nonfinite='skip'; if it happens at once, check the data (a "
+                f"class label outside 0..K-1 gives a NaN loss).",
                 step=bad_step,
             )
         n = len(fetched)
@@ -364,7 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if best is not None and tc.best_metric:
         notes.append(f"Best checkpoint by `{tc.best_metric}`: step {best}.")
     report = write_outputs(
-        workdir,
+        out_dir,
         config,
         results,
         None if interrupted else evaluation,

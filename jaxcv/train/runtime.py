@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxcv import data as jdata
+from jaxcv.data.pipeline import numpy_batches
 from jaxcv.models import build_model
 from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.tasks import autoencoder as autoencoder_tasks
@@ -164,6 +165,16 @@ class Evaluation:
     split: str
 
 
+def _gather_processes(tree: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every process's rows ``(B_local, ...)`` concatenated into ``(B_global, ...)`` (process
+    order), on every process; rank-0 values are kept as they are."""
+    from jax.experimental import multihost_utils
+
+    rows = {k: v for k, v in tree.items() if np.ndim(v) > 0}
+    gathered = multihost_utils.process_allgather(rows, tiled=True)
+    return {**tree, **{k: np.asarray(v) for k, v in gathered.items()}}
+
+
 def evaluate(task, eval_step, parallel, state, dataset, *, split: str, num_samples: int = 24):
     """Run ``eval_step`` over ``dataset`` (a tf.data pass) and reduce with the task's evaluator.
 
@@ -193,8 +204,12 @@ def evaluate(task, eval_step, parallel, state, dataset, *, split: str, num_sampl
                 store.setdefault(key, []).append(value[rows])
         counts[name] += rows.size
 
-    for batch in dataset.as_numpy_iterator():
+    for batch in numpy_batches(dataset, f"the {split!r} split"):
         outputs = parallel.get_outputs(eval_step(state, parallel.put_batch(batch)))
+        if jax.process_count() > 1:
+            # Each process fed its shard; every process's evaluator sees the global batch, so
+            # the metrics cover the whole split and agree across processes.
+            batch, outputs = _gather_processes(batch), _gather_processes(outputs)
         evaluator.update(batch, outputs)
         arrays = {k: np.asarray(v) for k, v in {**batch, **outputs}.items()}
         valid = arrays.get(EXAMPLE_VALID, np.ones(len(arrays["image"]), bool)).astype(bool)
