@@ -10,6 +10,9 @@ Guarantees:
 * orbax writes a step into a temporary directory and renames it when complete, so a killed
   process never leaves a half-written step that looks finished; leftovers are cleaned up when
   the next :class:`Checkpointer` opens the directory.
+* Deleting an old step (the keep policy) is a rename into ``deleted/`` first, emptied on open,
+  before each save and on close; a process killed while deleting files therefore never leaves
+  a half-deleted step that still looks like a checkpoint.
 * :meth:`Checkpointer.restore` raises :class:`CheckpointCorruptError` naming the step directory
   when a step cannot be read (truncated or missing files). :meth:`Checkpointer.restore_latest`
   falls back to the newest readable step and then moves the unreadable newer ones aside
@@ -26,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 IDENTITY_KEYS = ("name", "config_hash")
 RUN_FILE = "jaxcv_run.json"
+#: Subdirectory that steps are renamed into before their files are deleted.
+TRASH_DIR = "deleted"
 
 
 class CheckpointCorruptError(RuntimeError):
@@ -156,6 +162,8 @@ class Checkpointer:
             preservation_policy=ocp_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
+            # Rename first, delete later (see _empty_trash): never a half-deleted step.
+            todelete_subdir=TRASH_DIR,
             create=True,
         )
         self._manager = ocp.CheckpointManager(
@@ -171,6 +179,15 @@ class Checkpointer:
         except Exception:
             self._manager.close()
             raise
+        self._empty_trash()
+
+    def _empty_trash(self) -> None:
+        """Delete the steps the keep policy renamed into ``TRASH_DIR`` (each entry was renamed
+        whole, so a partly deleted entry there is never mistaken for a checkpoint)."""
+        trash = self.directory / TRASH_DIR
+        if jax.process_index() == 0 and trash.is_dir():
+            for entry in trash.iterdir():
+                shutil.rmtree(entry, ignore_errors=True)
 
     # --------------------------------------------------------------------------- identity
     def _identity_mismatch(self, stored: Mapping[str, Any]) -> list[str]:
@@ -240,6 +257,7 @@ class Checkpointer:
           step already exists).
         """
         step = int(step)
+        self._empty_trash()
         if step in self._manager.all_steps():
             logger.info("checkpoint step %d already exists in %s; not saving", step, self.directory)
             return False
@@ -386,6 +404,7 @@ class Checkpointer:
         """Finish pending saves and release the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
+        self._empty_trash()
 
     def __enter__(self) -> Checkpointer:
         return self
