@@ -52,7 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.mask.mask_loss_weight = 1.0
     config.mask.mask_threshold = 0.5
 
-    config.train.eval_every = 600
+    # Trained on top of a shapes_faster_rcnn run (model.init_from=<its workdir>): the mask
+    # branch starts fresh, everything else from the detector, fine-tuned at half its rate.
+    config.model.init_fresh = ["mask_head"]
+    config.optimizer.learning_rate = 5e-4
+    config.train.num_steps = 1500
+    config.train.eval_every = 500
     config.train.best_metric = "test/mask_AP50"
     config.train.best_mode = "max"
     return config

@@ -29,7 +29,8 @@ def test_frozen_backbone_has_zero_gradients_and_fixed_statistics(name):
     if name == "resnet18":
         fields = {**fields, "width": 4, "stage_sizes": (1, 1, 1, 1), "stem": "cifar"}
     if name == "vgg11_bn":
-        fields = {**fields, "fc_width": 8, "pool_output": (1, 1)}
+        stages = ((4,), (4,), (8,), (8,), (8,))
+        fields = {**fields, "fc_width": 8, "pool_output": (1, 1), "stages": stages}
     model = build_model(name, freeze_backbone=True, **fields)
     images = jnp.asarray(_arrays(size=32)["image"][:4]) + 1.0
     variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, images)

@@ -44,6 +44,7 @@ from jaxcv.studies.autoencoders import _label_subset, _pm
 from jaxcv.studies.engine import fit, load_arrays, markdown_table, predict, write_study_outputs
 from jaxcv.tasks.classification import ClassificationTask
 from jaxcv.train.optim import make_optimizer
+from jaxcv.train.runtime import INIT_KEYS
 from jaxcv.train.state import create_train_state
 from jaxcv.train.step import make_train_step
 
@@ -60,7 +61,7 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 
 
 def _classifier(config, num_classes: int, freeze_backbone: bool = False):
-    fields = {k: v for k, v in config.model.to_dict().items() if k not in ("name", "init_from")}
+    fields = {k: v for k, v in config.model.to_dict().items() if k not in ("name", *INIT_KEYS)}
     fields.update(num_classes=num_classes, freeze_backbone=freeze_backbone)
     return build_model(config.model.name, **fields)
 

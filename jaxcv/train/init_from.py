@@ -14,6 +14,11 @@ initialisation and a message names it. Every other difference (missing, unexpect
 differently-shaped variables) raises :class:`InitFromError` listing all of them. The optimizer
 state is rebuilt for the new parameters. A run that resumes from its own checkpoints ignores
 ``init_from``.
+
+``model.init_fresh`` lists module paths (``mask_head``, ``backbone/stage4``) whose variables keep
+their fresh initialisation whether or not the source has them: a Mask R-CNN starts from a
+Faster R-CNN run with ``init_fresh=["mask_head"]`` (the source has no mask branch), and a module
+can be re-initialised on purpose. A name that matches no module of the model is an error.
 """
 
 from __future__ import annotations
@@ -139,8 +144,17 @@ def _is_head(target: dict[Path_, Any], source: dict[Path_, Any], num_classes: in
     return True
 
 
+def _under(path: Path_, prefixes: tuple[Path_, ...]) -> bool:
+    """Whether the variable ``(collection, *module, name)`` lies under a module prefix."""
+    return any(path[1 : 1 + len(p)] == p for p in prefixes)
+
+
 def merge_variables(
-    target: Mapping, source: Mapping, *, num_classes: int | None = None
+    target: Mapping,
+    source: Mapping,
+    *,
+    num_classes: int | None = None,
+    fresh: tuple[str, ...] | list[str] = (),
 ) -> tuple[dict, list[str]]:
     """Take ``source``'s values for ``target``'s variables, keeping new heads from ``target``.
 
@@ -157,7 +171,20 @@ def merge_variables(
     Raises:
       InitFromError: missing/unexpected variables or other shape differences (all listed).
     """
+    prefixes = tuple(tuple(str(f).strip("/").split("/")) for f in fresh)
     flat_t, flat_s = _flat(target), _flat(source)
+    unmatched = [
+        f for f, p in zip(fresh, prefixes, strict=True) if not any(_under(t, (p,)) for t in flat_t)
+    ]
+    if unmatched:
+        modules = sorted({"/".join(t[1:-1]) for t in flat_t if len(t) > 2})
+        raise InitFromError(
+            f"model.init_fresh names modules the model does not have: {unmatched}; "
+            f"its modules include {modules[:20]}"
+        )
+    fresh_paths = {t for t in flat_t if _under(t, prefixes)}
+    flat_s = {p: v for p, v in flat_s.items() if not _under(p, prefixes)}
+    flat_t_all, flat_t = flat_t, {p: v for p, v in flat_t.items() if p not in fresh_paths}
     missing = sorted("/".join(p) for p in set(flat_t) - set(flat_s))
     unexpected = sorted("/".join(p) for p in set(flat_s) - set(flat_t))
     modules: dict[Path_, list[Path_]] = {}
@@ -190,10 +217,12 @@ def merge_variables(
                 parts.append(f"{title} ({len(items)}): {', '.join(shown)}")
         raise InitFromError("init_from does not fit the model: " + "; ".join(parts))
     merged = {
-        p: v if p[1:-1] in modules else jnp.asarray(flat_s[p], dtype=jnp.asarray(v).dtype)
-        for p, v in flat_t.items()
+        p: v
+        if p in fresh_paths or p[1:-1] in modules
+        else jnp.asarray(flat_s[p], dtype=jnp.asarray(v).dtype)
+        for p, v in flat_t_all.items()
     }
-    return _nest(merged), heads
+    return _nest(merged), heads + ["/".join(p) for p in prefixes]
 
 
 def init_state_from(
@@ -201,6 +230,7 @@ def init_state_from(
     path: str | os.PathLike,
     *,
     num_classes: int | None = None,
+    fresh: tuple[str, ...] | list[str] = (),
     log: Callable[[str], None] = print,
 ) -> Any:
     """A :class:`jaxcv.train.state.TrainState` whose variables come from ``path``.
@@ -209,6 +239,7 @@ def init_state_from(
       state: the freshly created state (step 0); its ``tx`` re-initialises the optimizer.
       path: ``model.init_from`` (see the module docstring).
       num_classes: the model's ``num_classes`` (identifies re-initialised heads), or None.
+      fresh: ``model.init_fresh``: modules that keep their initialisation.
       log: where the summary and the names of re-initialised heads are reported.
 
     Raises:
@@ -216,12 +247,19 @@ def init_state_from(
     """
     source, description = load_variables(path)
     target = {"params": state.params, **state.model_state}
-    merged, heads = merge_variables(target, source, num_classes=num_classes)
+    merged, kept = merge_variables(target, source, num_classes=num_classes, fresh=fresh)
     params = merged.pop("params")
-    count = sum(int(np.size(v)) for p, v in _flat(params).items() if "/".join(p[:-1]) not in heads)
+    kept_prefixes = tuple(tuple(k.split("/")) for k in kept)
+    count = sum(
+        int(np.size(v))
+        for p, v in _flat(params).items()
+        if not _under(("params", *p), kept_prefixes)
+    )
     log(f"init_from: {count:,} parameters from {description}")
-    for head in heads:
-        log(f"init_from: {head} re-initialised (its output size differs: a new head)")
+    fresh_names = {"/".join(tuple(str(f).strip("/").split("/"))) for f in fresh}
+    for module in kept:
+        why = "model.init_fresh" if module in fresh_names else "its output size differs: a new head"
+        log(f"init_from: {module} keeps its fresh initialisation ({why})")
     return state.replace(
         params=params, model_state={**state.model_state, **merged}, opt_state=state.tx.init(params)
     )

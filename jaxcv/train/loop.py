@@ -208,7 +208,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     elif config.model.get("init_from"):
         try:
             state = init_state_from(
-                state, config.model.init_from, num_classes=config.model.get("num_classes")
+                state,
+                config.model.init_from,
+                num_classes=config.model.get("num_classes"),
+                fresh=tuple(config.model.get("init_fresh") or ()),
             )
         except Exception:
             checkpointer.close()

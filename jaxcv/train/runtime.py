@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 CACHE_ENV = "JAXCV_COMPILATION_CACHE_DIR"
+#: ``config.model`` keys that say where the weights start, not what the model is.
+INIT_KEYS = ("init_from", "init_fresh")
+CACHE_MIN_COMPILE_S = 0.0  # cache every executable (see enable_compilation_cache)
+_JAX_MIN_COMPILE_S_DEFAULT = 1.0  # jax's jax_persistent_cache_min_compile_time_secs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -110,7 +114,8 @@ def make_model(config: ml_collections.ConfigDict, info) -> Any:
     (and written back into ``config``)."""
     fields = config.model.to_dict()
     name = fields.pop("name")
-    fields.pop("init_from", None)  # where the weights start from, not a model field
+    for key in INIT_KEYS:  # where the weights start from, not model fields
+        fields.pop(key, None)
     if "num_classes" in fields and fields["num_classes"] is None:
         fields["num_classes"] = int(info.num_classes) + (config.task in _WITH_BACKGROUND)
         with config.unlocked():
@@ -233,10 +238,10 @@ def run_metadata(config: ml_collections.ConfigDict) -> dict[str, str]:
     parts that shape the state (task, model, optimizer name, dataset), so a resumed run may
     change e.g. ``train.num_steps`` but never restores another experiment's checkpoints.
 
-    ``model.init_from`` (where the weights start) is left out of the hash; ``best_metric`` and
-    ``best_mode`` are recorded, outside the identity, so that another run can start from this
-    run's best checkpoint (:mod:`jaxcv.train.init_from`)."""
-    model = {k: v for k, v in config.model.to_dict().items() if k != "init_from"}
+    ``model.init_from`` / ``init_fresh`` (where the weights start) are left out of the hash;
+    ``best_metric`` and ``best_mode`` are recorded, outside the identity, so that another run can
+    start from this run's best checkpoint (:mod:`jaxcv.train.init_from`)."""
+    model = {k: v for k, v in config.model.to_dict().items() if k not in INIT_KEYS}
     shaping = {
         "task": config.task,
         "model": model,
@@ -262,6 +267,13 @@ def enable_compilation_cache() -> Path | None:
 
     The directory is ``$JAXCV_COMPILATION_CACHE_DIR`` if set (``off`` disables the cache), else
     :func:`default_cache_dir`. Returns the directory in use, or None when disabled.
+
+    jax writes only executables that took at least ``jax_persistent_cache_min_compile_time_secs``
+    (default 1 s) to compile; when that is still jax's default it is lowered to
+    :data:`CACHE_MIN_COMPILE_S`, so the small executables of a run's start (optimizer init,
+    eager set-up ops) are cached too: a warm start then loads every executable (45 of 45 for
+    cifar10_resnet18, 54 of 54 for shapes_faster_rcnn in ``experiments/bench/compile.py``)
+    and compiles none.
     """
     current = jax.config.jax_compilation_cache_dir
     if current:
@@ -272,6 +284,8 @@ def enable_compilation_cache() -> Path | None:
     directory = Path(requested) if requested else default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
+    if jax.config.jax_persistent_cache_min_compile_time_secs == _JAX_MIN_COMPILE_S_DEFAULT:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
     return directory
 
 

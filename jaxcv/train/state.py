@@ -64,6 +64,22 @@ def raw_key(rng: jax.Array) -> jax.Array:
     return rng
 
 
+# The initialisation runs once per run, so on CPU it is compiled without XLA's backend (LLVM)
+# optimisations: its compile time drops about 5x (shapes_faster_rcnn: 20.3 -> 4.0 CPU seconds;
+# it was a third of the run's cold compile), its run time does not matter, and its values equal
+# the optimised build's to float32 rounding (max abs difference 6e-8 measured).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _init_variables(task: Task, rng: jax.Array, batch: dict[str, jax.Array]) -> dict:
+    init = jax.jit(task.init_variables)
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((rng, batch))):
+        return init(rng, batch)  # traced (e.g. under jax.eval_shape): nothing is compiled
+    lowered = init.lower(rng, batch)
+    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return lowered.compile(compiler_options=options)(rng, batch)
+
+
 def create_train_state(
     task: Task,
     rng: jax.Array,
@@ -87,7 +103,7 @@ def create_train_state(
         raise ValueError(f"sample_batch must be a dict of arrays; got {type(sample_batch)}")
     init_rng, state_rng = jax.random.split(raw_key(rng))
     batch = {k: jnp.asarray(v) for k, v in sample_batch.items()}
-    variables = jax.jit(task.init_variables)(init_rng, batch)
+    variables = _init_variables(task, init_rng, batch)
     if "params" not in variables:
         raise ValueError(
             f"task.init_variables must return a dict with 'params'; got keys {list(variables)}"

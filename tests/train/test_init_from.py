@@ -65,6 +65,31 @@ def test_merge_lists_every_other_difference():
         init_from.merge_variables(_vars(out=4), _vars(out=10), num_classes=5)
 
 
+def test_init_fresh_modules_keep_their_initialisation_and_may_be_absent_from_the_source():
+    target = _vars(out=10)
+    target["params"]["mask_head"] = {"conv": {"kernel": np.full((3, 3, 4, 4), 7.0, np.float32)}}
+    target["batch_stats"]["mask_head"] = {"bn": {"mean": np.full(4, 5.0, np.float32)}}
+    target["params"]["fc1"]["kernel"] = np.zeros((16, 8), np.float32)
+    source = _vars(out=10)
+    source["params"]["fc1"]["kernel"] = np.full((16, 8), 9.0, np.float32)
+    # Without init_fresh the absent mask head is an error naming it ...
+    with pytest.raises(init_from.InitFromError, match=r"missing from init_from.*mask_head"):
+        init_from.merge_variables(target, source, num_classes=10)
+    # ... with it, the mask head keeps its values, and fc1 (in the source) too when named.
+    merged, kept = init_from.merge_variables(
+        target, source, num_classes=10, fresh=["mask_head", "fc1/"]
+    )
+    assert kept == ["mask_head", "fc1"]
+    np.testing.assert_array_equal(merged["params"]["mask_head"]["conv"]["kernel"], 7.0)
+    np.testing.assert_array_equal(merged["batch_stats"]["mask_head"]["bn"]["mean"], 5.0)
+    np.testing.assert_array_equal(merged["params"]["fc1"]["kernel"], 0.0)
+    np.testing.assert_array_equal(merged["params"]["logits"]["kernel"], 1.0)
+    np.testing.assert_array_equal(merged["params"]["backbone"]["conv1"]["kernel"], 2.0)
+    assert set(_flat(merged)) == set(_flat(target))
+    with pytest.raises(init_from.InitFromError, match=r"init_fresh names modules.*'mask_haed'"):
+        init_from.merge_variables(target, source, fresh=["mask_haed"])
+
+
 def test_not_a_checkpoint_says_what_was_expected(tmp_path):
     with pytest.raises(init_from.InitFromError, match=r"neither a converted checkpoint.*workdir"):
         init_from.load_variables(tmp_path)
@@ -119,7 +144,8 @@ def test_cli_convert_then_train_from_the_converted_weights(builtin_data_dir, tmp
     assert cli.main(argv + [x for s in sets for x in ("--set", s)]) == 0
     printed = capsys.readouterr().out
     assert "init_from: 11,176,512 parameters from torchvision resnet18 converted in" in printed
-    assert "init_from: fc re-initialised (its output size differs: a new head)" in printed
+    new_head = "fc keeps its fresh initialisation (its output size differs: a new head)"
+    assert f"init_from: {new_head}" in printed
 
     # After one step at learning rate 0 the parameters are the converted ones, except the
     # new 4-class head; the BatchNorm statistics moved (train mode), from the converted ones.
