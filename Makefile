@@ -30,8 +30,13 @@ format: $(VENV)/.installed-test
 	$(PY) -m ruff format jaxcv tests experiments
 	$(PY) -m ruff check --fix jaxcv tests experiments
 
+# Tests are spread over TEST_WORKERS processes (pytest-xdist, idle workers take queued tests
+# from busy ones). Most of the suite's time is XLA compilation, single-threaded, so 2 workers on
+# 2 cores take about half the wall time of one.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(VENV)/.installed-test
 	$(PY) experiments/bench/classifier.py

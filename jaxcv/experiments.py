@@ -64,6 +64,7 @@ EXPERIMENTS: dict[str, str] = {
     "voc07_rcnn_vgg16": "voc07_rcnn_vgg16.py",
     "voc07_fast_rcnn_vgg16": "voc07_fast_rcnn_vgg16.py",
     "shapes_mask_rcnn": "shapes_mask_rcnn.py",
+    "coco_mask_rcnn": "coco_mask_rcnn.py",
 }
 
 # Explicit ``config.study`` name -> "module:function" of a driver ``(config, workdir) -> results``

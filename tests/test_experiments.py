@@ -44,12 +44,14 @@ def _release_compiled_runs():
 
 # VGG-16 detectors at VOC size take ~11 GB and minutes per smoke run on 2 CPU cores: run them
 # with JAXCV_SLOW_TESTS=1 (they passed so when added). voc2012_fcn8s (VGG-16, 134M parameters)
-# has a fast, narrowed smoke run in tests/data/test_voc_segmentation.py.
+# has a fast, narrowed smoke run in tests/data/test_voc_segmentation.py, coco_mask_rcnn
+# (ResNet-50 at 768x1024) in tests/data/test_coco_panoptic.py.
 SLOW_SMOKE = {
     "voc07_rcnn_vgg16",
     "voc07_fast_rcnn_vgg16",
     "voc07_faster_rcnn_vgg16",
     "voc2012_fcn8s",
+    "coco_mask_rcnn",
 }
 SLOW_ENV = "JAXCV_SLOW_TESTS"
 

@@ -17,13 +17,21 @@ voc/2012,       ``ignore (N,)`` bool (VOC "difficult", COCO "crowd": objects tha
 coco/2017       ignores), original_size
 voc/2012-       image, ``segmentation (H, W)`` int32 (0 = background, 1..20, 255 = void),
 segmentation    original_size; images are padded (not resized) to ``image_size``
+coco/2017_      image, boxes, classes (the 80 COCO "thing" classes, 1..80), ``masks (N, H, W)``
+panoptic        uint8 instance masks, ``ignore`` (all False: crowds are dropped), original_size
 ==============  ======================================================================
 
 tfds' ``voc`` builder has detection annotations only (no segmentation masks): VOC 2012
 semantic segmentation comes from jaxcv's own builder
 (:mod:`jaxcv.data.builders.voc_segmentation`), which reads the official archive from a manual
-dir. tfds' ``coco/2017`` has boxes but no instance masks; instance segmentation is available
-on ``shapes/multi``.
+dir. tfds' ``coco/2017`` has boxes but no instance masks; COCO instance masks come from
+``coco/2017_panoptic`` (same 118k / 5k images): its panoptic PNG holds one segment id per pixel
+(``R + 256 G + 256^2 B``), each "thing" segment is one instance, so the mask of object ``n`` is
+``ids == objects.id[n]``. Stuff segments (labels 80..132: panoptic categories list the 80 thing
+classes first) and crowd segments are dropped, as torchvision's COCO training reference drops
+crowd annotations; evaluation then counts detections on crowds as false positives, which lowers
+AP slightly compared with the official COCO evaluation. Panoptic segments do not overlap, so
+occluded parts belong to the front object only (instance annotations may overlap).
 """
 
 from __future__ import annotations
@@ -177,6 +185,55 @@ def _voc_segmentation(example: dict) -> dict:
     return {IMAGE: image, SEGMENTATION: labels, ORIGINAL_SIZE: _size(image)}
 
 
+COCO_THING_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+
+
+def _coco_panoptic(example: dict) -> dict:
+    """tfds coco/2017_panoptic -> instances of the 80 thing classes, with masks (see above)."""
+    image = example["image"]
+    objects = example["panoptic_objects"]
+    label, crowd, ids = objects["label"], objects["is_crowd"], objects["id"]
+    yxyx = tf.reshape(objects["bbox"], [-1, 4])
+    # One entry per object in every field in real data; tfds' mock data (tests) draws each
+    # field's length independently: keep the common prefix.
+    n = tf.reduce_min(tf.stack([tf.shape(yxyx)[0], tf.size(label), tf.size(crowd), tf.size(ids)]))
+    keep = (label[:n] < len(COCO_THING_CLASSES)) & ~tf.cast(crowd[:n], tf.bool)
+    size = _size(image)
+    out = {
+        IMAGE: image,
+        CLASSES: tf.cast(tf.boolean_mask(label[:n], keep), tf.int32) + 1,
+        ORIGINAL_SIZE: size,
+    }
+    yxyx = tf.boolean_mask(yxyx[:n], keep)
+    h, w = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
+    out[BOXES] = tf.stack([yxyx[:, 1] * w, yxyx[:, 0] * h, yxyx[:, 3] * w, yxyx[:, 2] * h], 1)
+    out[IGNORE] = tf.zeros_like(out[CLASSES], tf.bool)
+    if "panoptic_image" in example:  # absent when its decoding was skipped (no masks wanted)
+        rgb = tf.cast(example["panoptic_image"], tf.int64)
+        # Mock data draws the two images' sizes independently: the common top-left window.
+        common = tf.minimum(size, tf.shape(rgb)[:2])
+        rgb = tf.pad(
+            rgb[: common[0], : common[1]],
+            [[0, size[0] - common[0]], [0, size[1] - common[1]], [0, 0]],
+        )
+        segment = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        instance_ids = tf.boolean_mask(ids[:n], keep)
+        masks = tf.equal(segment[None], instance_ids[:, None, None])
+        out[MASKS] = tf.cast(masks, tf.uint8)
+    return out
+
+
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse")
 _CIFAR10_CLASSES += ("ship", "truck")
 _CLASSIFICATION_KEYS = (IMAGE, LABEL)
@@ -269,6 +326,20 @@ DATASETS: dict[str, DatasetSpec] = {
     "voc/2007": _detection_spec("voc/2007", "is_difficult"),
     "voc/2012": _detection_spec("voc/2012", "is_difficult"),
     "coco/2017": _detection_spec("coco/2017", "is_crowd"),
+    "coco/2017_panoptic": DatasetSpec(
+        name="coco/2017_panoptic",
+        tfds_name="coco/2017_panoptic",
+        builtin=False,
+        to_example=_coco_panoptic,
+        keys=(IMAGE, BOXES, CLASSES, MASKS, IGNORE, ORIGINAL_SIZE),
+        label_feature=("panoptic_objects", "label"),
+        image_shape=(None, None, 3),
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        augmentation=Augmentation(hflip=True),
+        optional_features={MASKS: ("panoptic_image",)},
+        class_names=COCO_THING_CLASSES,
+    ),
     "voc/2012-segmentation": DatasetSpec(
         name="voc/2012-segmentation",
         tfds_name="jaxcv_voc2012_segmentation",
@@ -293,6 +364,7 @@ BUILTIN_ALTERNATIVE = {
     "voc/2007": "shapes/multi",
     "voc/2012": "shapes/multi",
     "coco/2017": "shapes/multi",
+    "coco/2017_panoptic": "shapes/multi",
     "voc/2012-segmentation": "shapes/multi",
 }
 """Real dataset -> the built-in dataset offered instead when it is not prepared."""

@@ -74,7 +74,8 @@ def _accuracy(task, variables, arrays, batch_size) -> float:
 def train_step_flops(task, optimizer, arrays, batch_size: int) -> float:
     """XLA's FLOP estimate of one compiled single-device train step of ``task``."""
     batch = {k: v[:batch_size] for k, v in arrays.items()}
-    tx = make_optimizer(optimizer, 10)
+    # The schedule's length does not change the step's FLOPs; it only has to outlast warm-up.
+    tx = make_optimizer(optimizer, int(optimizer.get("warmup_steps") or 0) + 10)
     state = create_train_state(task, jax.random.PRNGKey(0), batch, tx)
     compiled = jax.jit(make_train_step(task)).lower(state, batch).compile()
     cost = compiled.cost_analysis()

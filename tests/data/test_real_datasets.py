@@ -82,7 +82,9 @@ def test_tfds_boxes_become_xyxy_pixels(name, ignore_feature):
     assert batch["example_valid"].all()
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10", "voc/2007", "voc/2012", "coco/2017"])
+@pytest.mark.parametrize(
+    "name", ["mnist", "cifar10", "voc/2007", "voc/2012", "coco/2017", "coco/2017_panoptic"]
+)
 def test_not_prepared_error_names_dataset_fix_and_alternative(tmp_path, name):
     alternative = data.registry.BUILTIN_ALTERNATIVE[name]
     with pytest.raises(data.DatasetNotPreparedError) as error:
