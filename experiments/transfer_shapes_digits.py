@@ -2,7 +2,15 @@
 
 Command:   jaxcv train transfer_shapes_digits --workdir runs/transfer_shapes_digits
 Hardware:  2 CPU cores, no GPU, no network; the target is minutes (see the report's wall_s).
-Expected:  filled in from the measured run (results.json, report.md).
+Expected:  measured once (35 min wall with the 2 cores shared by 3 jobs): pre-training reaches
+           shapes/single test accuracy 0.789; digits test accuracy (mean of 3 seeds) at 1% /
+           10% / 100% labels: scratch 0.655 / 0.958 / 0.984, fine-tuned 0.664 / 0.956 / 0.980,
+           frozen 0.648 / 0.935 / 0.964. Train step: frozen 0.16x the fine-tuning CPU time
+           (23.5 vs 148 ms) and 0.35x its XLA FLOPs (0.349 vs 1.001 GFLOPs); the optax mask
+           alone saves nothing (1.11x, 1.000 GFLOPs). On this pair the pre-trained trunk does
+           not beat training from scratch (within the seeds' spread at 1%, below it at 100%):
+           8x8 digits upsampled share little with flat-coloured shapes, and 14 labelled digits
+           already train the small CNN; freezing buys speed, not accuracy, here.
 
 Study `transfer` (jaxcv.studies.transfer): the lecture's advice for little data ("use a
 pre-trained network, keep the conv layers fixed"), measured. A 3-stage CNN (16, 32, 64 channels,
