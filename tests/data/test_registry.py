@@ -14,7 +14,7 @@ from jaxcv.data.registry import BUILTIN_ALTERNATIVE, DATASETS, get_spec
 def test_registry_names():
     assert list(DATASETS) == [
         "digits", "shapes/single", "shapes/multi", "mnist", "cifar10",
-        "voc/2007", "voc/2012", "coco/2017", "voc/2012-segmentation",
+        "voc/2007", "voc/2012", "coco/2017", "coco/2017_panoptic", "voc/2012-segmentation",
     ]  # fmt: skip
     for name, spec in DATASETS.items():
         assert spec.name == name
