@@ -27,11 +27,12 @@ line printed is one JSON object. Run::
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import types
+
+from worker import run_worker
 
 WORKLOADS = {
     "classifier": ("cifar10_resnet18", 10),
@@ -115,13 +116,7 @@ def worker(name: str) -> dict:
 def _run(name: str, cache_dir: str) -> dict:
     env = dict(os.environ, JAXCV_COMPILATION_CACHE_DIR=cache_dir)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name]
-    print(f"[bench] {name} in {cache_dir} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"{name} worker failed with exit code {proc.returncode}")
-    return json.loads(lines[-1])
+    return run_worker(cmd, f"{name} in {cache_dir}", env)
 
 
 def _cache_mb(path: str) -> float:

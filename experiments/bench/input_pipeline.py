@@ -26,10 +26,11 @@ printed is one JSON object. Run::
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import types
+
+from worker import run_worker
 
 ROWS = (
     ("digits", "digits_cnn"),
@@ -160,13 +161,7 @@ def worker(row: int, batches: int, steps: int) -> dict:
 def _run(row: int, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(row)]
     cmd += ["--batches", str(args.batches), "--steps", str(args.steps)]
-    print(f"[bench] {ROWS[row][0]} / {ROWS[row][1]} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"row {ROWS[row]} failed with exit code {proc.returncode}")
-    return json.loads(lines[-1])
+    return run_worker(cmd, f"{ROWS[row][0]} / {ROWS[row][1]}")
 
 
 def main(argv=None) -> dict:

@@ -24,9 +24,10 @@ one JSON object. Run::
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+from worker import run_worker
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
 MODELS = ("classifier", "faster_rcnn")
@@ -153,13 +154,7 @@ def _run(args, model: str, devices: int) -> dict:
         "--frcnn-batch-size",
         str(args.frcnn_batch_size),
     ]
-    print(f"[bench] {model} on {devices} device(s)...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"{model} worker on {devices} devices failed ({proc.returncode})")
-    result = json.loads(lines[-1])
+    result = run_worker(cmd, f"{model} on {devices} device(s)", env)
     if result["devices"] != devices:
         raise RuntimeError(f"asked for {devices} devices, the worker saw {result['devices']}")
     return result

@@ -144,6 +144,11 @@ def _is_head(target: dict[Path_, Any], source: dict[Path_, Any], num_classes: in
     return True
 
 
+def _module_path(name: str) -> Path_:
+    """``"mask_head/"`` -> ``("mask_head",)``."""
+    return tuple(str(name).strip("/").split("/"))
+
+
 def _under(path: Path_, prefixes: tuple[Path_, ...]) -> bool:
     """Whether the variable ``(collection, *module, name)`` lies under a module prefix."""
     return any(path[1 : 1 + len(p)] == p for p in prefixes)
@@ -163,15 +168,17 @@ def merge_variables(
       source: the variables to start from (same structure).
       num_classes: the new model's outputs; a module whose shapes differ only in the last axis,
         equal to this, is a re-initialised head (None: any last-axis change).
+      fresh: '/'-joined module paths whose variables keep ``target``'s values (``source`` may
+        lack them).
 
     Returns:
-      ``(variables, heads)``: ``target``-shaped variables (target dtypes) and the '/'-joined
-      module paths that kept their initialisation.
+      ``(variables, kept)``: ``target``-shaped variables (target dtypes) and the '/'-joined
+      module paths that kept their initialisation (new heads, then ``fresh``).
 
     Raises:
       InitFromError: missing/unexpected variables or other shape differences (all listed).
     """
-    prefixes = tuple(tuple(str(f).strip("/").split("/")) for f in fresh)
+    prefixes = tuple(_module_path(f) for f in fresh)
     flat_t, flat_s = _flat(target), _flat(source)
     unmatched = [
         f for f, p in zip(fresh, prefixes, strict=True) if not any(_under(t, (p,)) for t in flat_t)
@@ -182,9 +189,10 @@ def merge_variables(
             f"model.init_fresh names modules the model does not have: {unmatched}; "
             f"its modules include {modules[:20]}"
         )
-    fresh_paths = {t for t in flat_t if _under(t, prefixes)}
+    # Fresh modules take no part in the checks below: only the other variables must match.
+    flat_all = flat_t
+    flat_t = {p: v for p, v in flat_all.items() if not _under(p, prefixes)}
     flat_s = {p: v for p, v in flat_s.items() if not _under(p, prefixes)}
-    flat_t_all, flat_t = flat_t, {p: v for p, v in flat_t.items() if p not in fresh_paths}
     missing = sorted("/".join(p) for p in set(flat_t) - set(flat_s))
     unexpected = sorted("/".join(p) for p in set(flat_s) - set(flat_t))
     modules: dict[Path_, list[Path_]] = {}
@@ -218,9 +226,9 @@ def merge_variables(
         raise InitFromError("init_from does not fit the model: " + "; ".join(parts))
     merged = {
         p: v
-        if p in fresh_paths or p[1:-1] in modules
+        if p not in flat_t or p[1:-1] in modules
         else jnp.asarray(flat_s[p], dtype=jnp.asarray(v).dtype)
-        for p, v in flat_t_all.items()
+        for p, v in flat_all.items()
     }
     return _nest(merged), heads + ["/".join(p) for p in prefixes]
 
@@ -249,14 +257,14 @@ def init_state_from(
     target = {"params": state.params, **state.model_state}
     merged, kept = merge_variables(target, source, num_classes=num_classes, fresh=fresh)
     params = merged.pop("params")
-    kept_prefixes = tuple(tuple(k.split("/")) for k in kept)
+    kept_prefixes = tuple(_module_path(k) for k in kept)
     count = sum(
         int(np.size(v))
         for p, v in _flat(params).items()
         if not _under(("params", *p), kept_prefixes)
     )
     log(f"init_from: {count:,} parameters from {description}")
-    fresh_names = {"/".join(tuple(str(f).strip("/").split("/"))) for f in fresh}
+    fresh_names = {"/".join(_module_path(f)) for f in fresh}
     for module in kept:
         why = "model.init_fresh" if module in fresh_names else "its output size differs: a new head"
         log(f"init_from: {module} keeps its fresh initialisation ({why})")
