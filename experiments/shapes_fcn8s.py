@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.fc_width = 256
     config.model.fc6_kernel = 3
     config.model.dropout_rate = 0.2
+    config.model.input_scale = 1  # 2: images upsampled 2x, logits averaged back (see FCN)
     config.model.dtype = "float32"
 
     config.segmentation = ml_collections.ConfigDict()

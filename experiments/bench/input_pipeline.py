@@ -13,8 +13,9 @@ For each built-in dataset and an experiment training on it, in one run:
   follow the load of the moment, while the work per image does not, so the CPU ratio is the
   steadier comparison (equal to the wall ratio on idle cores when both use all of them).
 
-Rows: ``digits`` / ``digits_cnn``, ``shapes/single`` / ``shapes_classify``, ``shapes/multi`` /
-``shapes_faster_rcnn`` and ``shapes_fcn8s``, and a CIFAR-shaped synthetic pipeline (random
+Rows: ``digits`` / ``digits_cnn``, ``shapes/single`` / ``shapes_classify`` and
+``shapes_localize``, ``shapes/multi`` / ``shapes_faster_rcnn``, ``shapes_mask_rcnn`` and
+``shapes_fcn8s``, and a CIFAR-shaped synthetic pipeline (random
 32x32x3 uint8 images, pad-4 random crop, flip, normalisation, as in ``classifier.py``) /
 ``cifar10_resnet18``'s ResNet-18 step. Each row runs in its own subprocess (its own tf.data
 and XLA thread pools). The built-in datasets are prepared locally when missing. The last line
@@ -35,7 +36,9 @@ from worker import run_worker
 ROWS = (
     ("digits", "digits_cnn"),
     ("shapes/single", "shapes_classify"),
+    ("shapes/single", "shapes_localize"),
     ("shapes/multi", "shapes_faster_rcnn"),
+    ("shapes/multi", "shapes_mask_rcnn"),
     ("shapes/multi", "shapes_fcn8s"),
     ("cifar-shaped synthetic", "cifar10_resnet18"),
 )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxcv.data import batched
 from jaxcv.data import transforms as T
 from jaxcv.data.info import load_builder, prepare
 from jaxcv.data.registry import FITS, DatasetSpec, get_spec, not_prepared_error
@@ -208,11 +209,28 @@ def make_pipeline(
     aug = spec.augmentation
     base_seed = tf.constant([seed, process_index], tf.int64)
 
+    def seeds_of(index: tf.Tensor) -> tf.Tensor:
+        """``(3, 2)`` augmentation seeds of the example (or batch) ``index`` of this process."""
+        return tf.random.experimental.stateless_split(
+            tf.stack([base_seed[0], base_seed[1] * (1 << 40) + index]), 3
+        )
+
+    if train and batched.can_batch(
+        wanted, spec.image_shape, aug, augment=augment, fit=fit, proposals=proposals
+    ):
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+        ds = ds.map(
+            lambda index, batch: batched.transform(
+                batch, seeds_of(index), aug, augment=augment, image_size=image_size,
+                grayscale_to_rgb=grayscale_to_rgb, mean=spec.mean, std=spec.std,
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+        )  # fmt: skip
+        return _with_options(ds, deterministic)
+
     def process(index: tf.Tensor, example: dict) -> dict:
         if train and augment:
-            seeds = tf.random.experimental.stateless_split(
-                tf.stack([base_seed[0], base_seed[1] * (1 << 40) + index]), 3
-            )
+            seeds = seeds_of(index)
             if aug.hflip:
                 example = T.random_flip(example, seeds[0])
             # Shifts and crops would cut external proposals: with them, the flip only.
@@ -254,6 +272,10 @@ def make_pipeline(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if not train and not drop_remainder:
         ds = ds.map(lambda b: _pad_batch(b, batch_size), num_parallel_calls=tf.data.AUTOTUNE)
+    return _with_options(ds, deterministic)
+
+
+def _with_options(ds: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True

@@ -304,3 +304,22 @@ def test_fcn8s_vgg16_has_the_papers_layer_sizes():
     upsampling = (16 + 16 + 256) * 21 * 21
     total = sum(x.size for x in jax.tree.leaves(params))
     assert total == convs + heads + scores + upsampling == 134_489_759
+
+
+def test_input_scale_is_upsample_then_block_mean_of_the_fine_logits():
+    """``input_scale=2``: the same parameters applied to the 2x bilinear upsampled images
+    (half-pixel centres, float64 reference), then each 2x2 block of logits averaged back to
+    the input pixel it covers; same parameter tree as the scale-1 network."""
+    x = jax.random.normal(jax.random.key(7), (2, 24, 40, 3))
+    plain = FCN(num_classes=3, variant="8s", **TINY_VGG)
+    scaled = FCN(num_classes=3, variant="8s", input_scale=2, **TINY_VGG)
+    variables = _init(scaled, x)
+    chex.assert_trees_all_equal_shapes(variables, _init(plain, x))
+    out = scaled.apply(variables, x)
+    chex.assert_shape(out, (2, 24, 40, 3))
+    up = jnp.asarray(bilinear_ref(np.asarray(x), 2), jnp.float32)
+    fine = np.asarray(plain.apply(variables, up), np.float64)
+    ref = fine.reshape(2, 24, 2, 40, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(out, ref, atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="input_scale"):
+        FCN(num_classes=3, input_scale=0, **TINY_VGG).init(jax.random.key(0), x)
