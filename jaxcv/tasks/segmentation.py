@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcv import types
-from jaxcv.eval.segmentation import SegmentationMetrics
+from jaxcv.eval.segmentation import SegmentationMetrics, metrics_from_confusion
 from jaxcv.models.patch_cnn import PatchCNN, dense_predict
 from jaxcv.ops.losses import softmax_cross_entropy
 
@@ -376,9 +376,15 @@ class SegmentationEvaluator:
         self.num_examples += int(valid.sum())
 
     def result(self) -> dict[str, float]:
-        """``pixel_accuracy``, ``mean_accuracy``, ``mIoU``, ``fwIoU`` (NaN when empty), and
-        ``num_examples``."""
-        return {**self.metrics.result(), "num_examples": float(self.num_examples)}
+        """``pixel_accuracy``, ``mean_accuracy``, ``mIoU``, ``fwIoU`` (NaN when empty),
+        ``num_examples``, and each class's IoU as ``class_iou/K`` (class index ``K``, 0 =
+        background; NaN for a class neither present nor predicted): which classes limit mIoU."""
+        per_class = metrics_from_confusion(self.confusion)["per_class_iou"]
+        return {
+            **self.metrics.result(),
+            "num_examples": float(self.num_examples),
+            **{f"class_iou/{k}": float(v) for k, v in enumerate(per_class)},
+        }
 
 
 def colorize(labels: np.ndarray, num_classes: int, ignore_label: int = 255) -> np.ndarray:

@@ -134,6 +134,7 @@ def test_evaluator_equals_numpy_metrics_and_skips_padding():
     np.testing.assert_allclose(result["mIoU"], np.mean(iou))
     np.testing.assert_allclose(result["fwIoU"], np.sum(cm.sum(1) / cm.sum() * iou))
     assert result["num_examples"] == 6
+    np.testing.assert_allclose([result[f"class_iou/{k}"] for k in range(K)], iou)
     np.testing.assert_array_equal(ev.confusion, cm)
 
 
