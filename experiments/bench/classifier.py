@@ -27,9 +27,10 @@ best. Run::
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+from worker import run_worker
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
@@ -239,13 +240,7 @@ def _run_worker(kind: str, args, env_update: dict[str, str | None]) -> dict:
     ]
     if not args.torch_bf16:
         cmd.append("--no-torch-bf16")
-    print(f"[bench] running {kind} worker {env_update or ''}...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"{kind} worker failed with exit code {proc.returncode}")
-    return json.loads(lines[-1])
+    return run_worker(cmd, f"{kind} worker {env_update or ''}", env)
 
 
 def _without_ynn_flag(flags: str) -> str:

@@ -15,9 +15,9 @@ For each built-in dataset and an experiment training on it, in one run:
 
 Rows: ``digits`` / ``digits_cnn``, ``shapes/single`` / ``shapes_classify`` and
 ``shapes_localize``, ``shapes/multi`` / ``shapes_faster_rcnn``, ``shapes_mask_rcnn`` and
-``shapes_fcn8s``, and a CIFAR-shaped synthetic pipeline (random
-32x32x3 uint8 images, pad-4 random crop, flip, normalisation, as in ``classifier.py``) /
-``cifar10_resnet18``'s ResNet-18 step. Each row runs in its own subprocess (its own tf.data
+``shapes_fcn8s``, and a CIFAR-shaped synthetic pipeline (random 32x32x3 uint8 images, pad-4
+random crop, flip, normalisation, as in ``classifier.py``) / ``cifar10_resnet18``'s ResNet-18
+step. Each row runs in its own subprocess (its own tf.data
 and XLA thread pools). The built-in datasets are prepared locally when missing. The last line
 printed is one JSON object. Run::
 

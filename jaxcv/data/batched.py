@@ -74,9 +74,9 @@ def transform(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> dict:
-    """The per-example steps of ``make_pipeline`` on a batch, in the same order: flip,
-    translation (when ``augment``; ``seeds (2, 2)``), bilinear anti-aliased resize to
-    ``image_size``, grey to RGB, normalisation."""
+    """The per-example steps of ``make_pipeline`` on a batch, in the same order: flip and
+    translation (when ``augment``; ``seeds[0]`` and ``seeds[1]`` of the ``(3, 2)`` seeds),
+    bilinear anti-aliased resize to ``image_size``, grey to RGB, normalisation."""
     if augment and augmentation.hflip:
         batch = random_flip(batch, seeds[0])
     if augment and augmentation.translate:
