@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
+# setuptools' build-backend notices (the editable-install banner) are not for the user.
+PIP := PYTHONWARNINGS=ignore $(PY) -m pip
 WORKDIR ?= runs/demo
 
 .PHONY: demo test lint format bench clean
@@ -36,7 +37,7 @@ format: $(VENV)/.installed-test
 TEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 bench: $(VENV)/.installed-test
 	$(PY) experiments/bench/classifier.py

@@ -25,13 +25,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jaxcv  # noqa: F401  (sets the CPU XLA flag before jax initialises)
+from jaxcv import console
+from jaxcv.errors import DatasetNotPreparedError, NonFiniteLossError
 
-#: What ``jaxcv demo`` trains, and the test metric its summary prints for each.
-DEMO_EXPERIMENTS = ("digits_cnn", "demo_faster_rcnn")
-DEMO_METRICS = ("test/accuracy", "test/mAP50")
+#: What ``jaxcv demo`` trains: (experiment, test metric, README target, its main figure).
+DEMO = (
+    ("digits_cnn", "test/accuracy", 0.98, "figures/confusion_matrix.png"),
+    ("demo_faster_rcnn", "test/mAP50", 0.70, "figures/sample_detections.png"),
+)
+DEMO_NEXT = (
+    ("jaxcv list", "every experiment, one line each"),
+    (
+        "jaxcv train shapes_faster_rcnn --workdir runs/shapes_faster_rcnn",
+        "the full detector (README: mAP@0.5 0.905)",
+    ),
+    ("jaxcv predict digits_cnn --workdir {digits} IMAGE.png", "classify your own image"),
+)
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-DEBUG_ENV = "JAXCV_DEBUG"
+DEBUG_ENV = console.DEBUG_ENV
 
 
 def _add_experiment_args(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``jaxcv`` command."""
     parser = argparse.ArgumentParser(
         prog="jaxcv", description="Train, evaluate and use jaxcv computer-vision models."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show every library's log lines and warnings, and tracebacks ({DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -217,20 +234,44 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    import time
+
     from jaxcv import experiments
     from jaxcv.train.loop import train_and_evaluate
 
-    reports = []
-    for name in DEMO_EXPERIMENTS:
+    start = time.monotonic()
+    rows = []
+    for name, metric, target, figure in DEMO:
         workdir = args.workdir / name
-        print(f"== {name} -> {workdir}")
+        print(f"== {name} -> {workdir}", flush=True)
         results = train_and_evaluate(experiments.load_config(name), workdir)
-        reports.append((name, workdir / "report.md", results))
-    print("\nDemo finished:")
-    for name, report, results in reports:
-        figures = "".join(f"{k}={results[k]:.4f}  " for k in DEMO_METRICS if k in results)
-        print(f"  {name}: {figures}report: {report.resolve()}")
+        rows.append((name, metric, target, results.get(metric), workdir, workdir / figure))
+    print(demo_summary(rows, time.monotonic() - start))
     return 0
+
+
+def demo_summary(rows, seconds: float) -> str:
+    """The demo's last screen: each metric beside its target, the reports, what to try next.
+
+    ``rows``: ``(experiment, metric, target, measured or None, workdir, figure path)``.
+    """
+    lines = ["", f"jaxcv demo finished in {seconds / 60:.1f} min", ""]
+    lines.append(f"  {'experiment':18s} {'metric':15s} {'measured':>8s}   target")
+    for name, metric, target, value, _, _ in rows:
+        shown = "-" if value is None else f"{value:.3f}"
+        verdict = "met" if value is not None and value >= target else "NOT met"
+        lines.append(f"  {name:18s} {metric:15s} {shown:>8s}   >= {target:.2f} ({verdict})")
+    lines += ["", "Reports and figures:"]
+    for _, _, _, _, workdir, figure in rows:
+        lines.append(f"  {workdir / 'report.md'}")
+        if figure.exists():
+            lines.append(f"  {figure}")
+    lines += ["", "Try next:"]
+    digits = next((w for n, *_, w, _ in rows if n == "digits_cnn"), "runs/demo/digits_cnn")
+    width = max(len(c.format(digits=digits)) for c, _ in DEMO_NEXT)
+    for command, why in DEMO_NEXT:
+        lines.append(f"  {command.format(digits=digits):{width}s}  # {why}")
+    return "\n".join(lines)
 
 
 def _cmd_convert(args) -> int:
@@ -275,16 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    from jaxcv.data import DatasetNotPreparedError
-    from jaxcv.train.runtime import NonFiniteLossError
-
+    if args.verbose:
+        os.environ[DEBUG_ENV] = "1"
+    console.quiet_libraries()
     try:
         return _COMMANDS[args.command](args)
     except NonFiniteLossError as e:
         print(f"jaxcv: training stopped: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except (DatasetNotPreparedError, ValueError, FileNotFoundError) as e:
-        if os.environ.get(DEBUG_ENV) == "1":
+        if console.debug_enabled():
             raise
         print(f"jaxcv: error: {e}", file=sys.stderr)
         print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)

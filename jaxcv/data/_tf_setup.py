@@ -1,15 +1,17 @@
 """Keeps TensorFlow quiet and off the GPU; imported first by :mod:`jaxcv.data`.
 
 tf.data only feeds the accelerator; letting TensorFlow grab a GPU would take memory that JAX
-needs. The C++ log level is set before TensorFlow is imported (the user's value wins).
+needs. The C++ log settings are made before TensorFlow is imported (the user's values win;
+see :func:`jaxcv.console.quiet_tensorflow_environment`).
 """
 
 import contextlib
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from jaxcv import console
 
-import tensorflow as tf
+console.quiet_tensorflow_environment()
+
+import tensorflow as tf  # noqa: E402  (after the environment above)
 
 # RuntimeError: TensorFlow already initialised its devices (imported and used earlier).
 with contextlib.suppress(RuntimeError):

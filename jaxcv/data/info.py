@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+import sys
 from collections.abc import Mapping
 
 import tensorflow_datasets as tfds
 
+from jaxcv import console
 from jaxcv.data import builders  # noqa: F401  (registers the jaxcv_* builders with tfds)
 from jaxcv.data.registry import DatasetSpec, get_spec, not_prepared_error
 
@@ -150,9 +154,29 @@ def prepare(
                 f"{want}; use another data dir for other split sizes"
             )
     else:
+        _generate(spec, builder)
+    return get_info(name, data_dir)
+
+
+def _generate(spec: DatasetSpec, builder: tfds.core.DatasetBuilder) -> None:
+    """Generates a built-in dataset, announced in one line (tfds' own output only when
+    ``JAXCV_DEBUG=1``: its "Downloading and preparing" text and bars describe a download)."""
+    if console.debug_enabled():
         tfds.enable_progress_bar()
         builder.download_and_prepare()
-    return get_info(name, data_dir)
+        return
+    count = sum(builder.expected_split_sizes().values())
+    seconds = max(1.0, count / spec.generated_per_s)
+    about = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    print(
+        f"Generating {spec.name} once into {builder.data_dir_root} ({count:,} images, about "
+        f"{about} on 2 CPU cores); later runs reuse it",
+        file=sys.stderr,
+        flush=True,
+    )
+    tfds.disable_progress_bar()
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare()
 
 
 def _prepare_from_manual_dir(spec: DatasetSpec, builder, manual_dir) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxcv import data as jdata
 from jaxcv.data.pipeline import numpy_batches
+from jaxcv.errors import NonFiniteLossError
 from jaxcv.models import build_model
 from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.tasks import autoencoder as autoencoder_tasks
@@ -52,14 +53,6 @@ CACHE_ENV = "JAXCV_COMPILATION_CACHE_DIR"
 INIT_KEYS = ("init_from", "init_fresh")
 CACHE_MIN_COMPILE_S = 0.0  # cache every executable (see enable_compilation_cache)
 _JAX_MIN_COMPILE_S_DEFAULT = 1.0  # jax's jax_persistent_cache_min_compile_time_secs
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; ``step`` is the first bad step."""
-
-    def __init__(self, message: str, *, step: int):
-        super().__init__(message)
-        self.step = step
 
 
 def _classification(config: ml_collections.ConfigDict, model) -> ClassificationTask:

@@ -1,0 +1,49 @@
+"""What a jaxcv run prints: its own lines, not the chatter of the libraries it uses.
+
+TensorFlow (its C++ start-up banner, oneDNN's notice), absl (tfds' and orbax's warnings) and
+Python's deprecation warnings from those libraries are silenced unless ``JAXCV_DEBUG=1``
+(or ``jaxcv --verbose``), which brings every line back. Importing this module imports
+nothing heavy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import MutableMapping
+
+DEBUG_ENV = "JAXCV_DEBUG"
+
+# Libraries whose Python warnings a normal run does not show.
+_NOISY_MODULES = r"(tensorflow|tensorflow_datasets|tf_keras|keras|orbax|absl|flax|etils|google)"
+
+
+def debug_enabled(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Whether ``JAXCV_DEBUG=1``: show tracebacks and every library's output."""
+    return environ.get(DEBUG_ENV) == "1"
+
+
+def quiet_tensorflow_environment(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Environment that keeps TensorFlow's C++ side quiet; must run before it is imported.
+
+    The user's own values win. ``TF_ENABLE_ONEDNN_OPTS=0`` removes the oneDNN notice that TF
+    prints (through absl, before its log level applies) at start-up; tf.data's image ops, all
+    TensorFlow does here, do not use oneDNN's kernels.
+    """
+    if debug_enabled(environ):
+        return
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def quiet_libraries() -> None:
+    """Silence absl logging below ERROR and the libraries' Python warnings (unless debug)."""
+    quiet_tensorflow_environment()
+    if debug_enabled():
+        return
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=_NOISY_MODULES)
+    # absl's Python logger (tfds: "Variant folder ... has no dataset_info.json", orbax:
+    # "Requested tracked_metric ...") writes through the standard logging module.
+    logging.getLogger("absl").setLevel(logging.ERROR)
