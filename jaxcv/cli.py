@@ -19,7 +19,7 @@ Also runnable as ``python -m jaxcv.cli``.
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -268,10 +268,28 @@ def demo_summary(rows, seconds: float) -> str:
             lines.append(f"  {figure}")
     lines += ["", "Try next:"]
     digits = next((w for n, *_, w, _ in rows if n == "digits_cnn"), "runs/demo/digits_cnn")
-    width = max(len(c.format(digits=digits)) for c, _ in DEMO_NEXT)
-    for command, why in DEMO_NEXT:
-        lines.append(f"  {command.format(digits=digits):{width}s}  # {why}")
+    commands = [
+        command.format(digits=digits).replace("jaxcv", _jaxcv_executable(), 1)
+        for command, _ in DEMO_NEXT
+    ]
+    width = max(map(len, commands))
+    for command, (_, why) in zip(commands, DEMO_NEXT, strict=True):
+        lines.append(f"  {command:{width}s}  # {why}")
     return "\n".join(lines)
+
+
+def _jaxcv_executable() -> str:
+    """``jaxcv`` when it is on PATH, else the script beside this Python (``.venv/bin/jaxcv``
+    after ``make demo``)."""
+    if shutil.which("jaxcv"):
+        return "jaxcv"
+    script = Path(sys.executable).parent / "jaxcv"
+    if not script.exists():
+        return "jaxcv"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _cmd_convert(args) -> int:
@@ -316,20 +334,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verbose:
-        os.environ[DEBUG_ENV] = "1"
-    console.quiet_libraries()
-    try:
-        return _COMMANDS[args.command](args)
-    except NonFiniteLossError as e:
-        print(f"jaxcv: training stopped: {e}", file=sys.stderr)
-        return EXIT_FAILURE
-    except (DatasetNotPreparedError, ValueError, FileNotFoundError) as e:
-        if console.debug_enabled():
-            raise
-        print(f"jaxcv: error: {e}", file=sys.stderr)
-        print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
-        return EXIT_USAGE
+    with console.verbose_if(args.verbose):
+        console.quiet_libraries()
+        try:
+            return _COMMANDS[args.command](args)
+        except NonFiniteLossError as e:
+            print(f"jaxcv: training stopped: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+        except (DatasetNotPreparedError, ValueError, FileNotFoundError) as e:
+            if console.debug_enabled():
+                raise
+            print(f"jaxcv: error: {e}", file=sys.stderr)
+            print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
+            return EXIT_USAGE
 
 
 if __name__ == "__main__":

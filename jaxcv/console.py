@@ -8,10 +8,11 @@ nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 
 DEBUG_ENV = "JAXCV_DEBUG"
 
@@ -22,6 +23,23 @@ _NOISY_MODULES = r"(tensorflow|tensorflow_datasets|tf_keras|keras|orbax|absl|fla
 def debug_enabled(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Whether ``JAXCV_DEBUG=1``: show tracebacks and every library's output."""
     return environ.get(DEBUG_ENV) == "1"
+
+
+@contextlib.contextmanager
+def verbose_if(verbose: bool) -> Iterator[None]:
+    """``JAXCV_DEBUG=1`` for the duration (``jaxcv --verbose``; subprocesses inherit it)."""
+    if not verbose:
+        yield
+        return
+    previous = os.environ.get(DEBUG_ENV)
+    os.environ[DEBUG_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = previous
 
 
 def quiet_tensorflow_environment(environ: MutableMapping[str, str] = os.environ) -> None:

@@ -49,6 +49,15 @@ def test_light_commands_import_neither_tensorflow_nor_jax(args, code, message):
     assert done.stdout.splitlines()[-1] == "HEAVY="
 
 
+def test_verbose_shows_the_traceback_and_restores_the_environment(monkeypatch, capsys):
+    monkeypatch.delenv(console.DEBUG_ENV, raising=False)
+    assert cli.main(["train", "no_such_experiment", "--workdir", "w"]) == cli.EXIT_USAGE
+    assert "JAXCV_DEBUG=1 for the full traceback" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown experiment"):
+        cli.main(["--verbose", "train", "no_such_experiment", "--workdir", "w"])
+    assert console.DEBUG_ENV not in os.environ
+
+
 def test_quiet_libraries_silences_absl_and_library_warnings(monkeypatch):
     monkeypatch.delenv(console.DEBUG_ENV, raising=False)
     import logging
@@ -88,7 +97,8 @@ def test_generating_a_builtin_dataset_prints_one_line(tmp_path, capfd, monkeypat
     assert capfd.readouterr() == ("", "")
 
 
-def test_demo_summary_sets_each_metric_beside_its_target(tmp_path):
+def test_demo_summary_sets_each_metric_beside_its_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_jaxcv_executable", lambda: "jaxcv")
     figure = tmp_path / "det" / "figures" / "sample_detections.png"
     figure.parent.mkdir(parents=True)
     figure.write_bytes(b"png")

@@ -29,6 +29,7 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -79,8 +80,12 @@ def _map_ordered(fn, jobs: list, workers: int) -> Iterator:
         yield from map(fn, jobs)
         return
     # fork: the workers only run NumPy and Pillow code already imported here, so they start
-    # instantly and never touch TensorFlow.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # instantly and never touch TensorFlow or JAX. JAX warns about any fork once it runs
+    # threads (a forked child that used JAX could deadlock); these children never do.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    with pool:
         yield from pool.imap(fn, jobs, chunksize=16)
 
 
