@@ -31,14 +31,13 @@ format: $(VENV)/.installed-test
 	$(PY) -m ruff format jaxcv tests experiments
 	$(PY) -m ruff check --fix jaxcv tests experiments
 
-# Tests are spread over TEST_WORKERS processes (pytest-xdist), a file at a time, the slowest
-# files first (tests/conftest.py's SLOW_FIRST), so module fixtures are built once and no worker
-# is left alone on a long file at the end. Most of the suite's time is XLA compilation,
-# single-threaded, so 2 workers on 2 cores take about half the wall time of one.
+# Tests are spread over TEST_WORKERS processes (pytest-xdist, idle workers take queued tests
+# from busy ones). Most of the suite's time is XLA compilation, single-threaded, so 2 workers on
+# 2 cores take about half the wall time of one.
 TEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 bench: $(VENV)/.installed-test
 	$(PY) experiments/bench/classifier.py

@@ -47,33 +47,6 @@ if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
 
 
-# Longest first (the Makefile runs `--dist loadfile`: one worker per file, files handed out in
-# this order): the modules that take longest start first, so that the run does not end with
-# one worker alone on a long module. The rest keeps collection order; `make test` prints the
-# slowest tests to keep this list current.
-SLOW_FIRST = (
-    "tests/test_experiments.py",
-    "tests/train/test_loop.py",
-    "tests/models/test_overfeat.py",
-    "tests/train/test_compile_once.py",
-    "tests/train/test_parallel_detector.py",
-    "tests/train/test_faults.py",
-    "tests/tasks/test_localization.py",
-    "tests/tasks/test_faster_rcnn.py",
-    "tests/test_cli_distributed.py",
-    "tests/train/test_parallel.py",
-    "tests/models/test_fcn.py",
-    "tests/tasks/test_mask_rcnn.py",
-    "tests/data/test_coco_panoptic.py",
-    "tests/train/test_init_from.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
-
 def pytest_unconfigure(config):
     if _OWN_CACHE and not hasattr(config, "workerinput"):
         shutil.rmtree(os.environ[_CACHE_ENV], ignore_errors=True)
