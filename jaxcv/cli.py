@@ -10,6 +10,9 @@
     jaxcv convert torchvision ARCH CHECKPOINT.pth OUT_DIR
     jaxcv list
 
+``jaxcv --verbose COMMAND ...`` (or ``JAXCV_DEBUG=1``) shows the libraries' log lines and
+warnings that are hidden otherwise (:mod:`jaxcv.console`), and full tracebacks.
+
 ``EXPERIMENT`` is a name of :data:`jaxcv.experiments.EXPERIMENTS` (``jaxcv list``) or the path
 to a ``.py`` file with ``get_config()``. ``--set`` values are Python literals checked against
 the existing key's type (``--set train.num_steps=500 --set model.channels=(16,32)``).
