@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -237,8 +238,6 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import time
-
     from jaxcv import experiments
     from jaxcv.train.loop import train_and_evaluate
 

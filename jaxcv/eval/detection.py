@@ -1,9 +1,9 @@
 """Collect padded, batched detector outputs into the per-image form of the evaluators.
 
-Detection tasks produce fixed-size arrays (DESIGN.md: ground truth padded to ``M`` objects with
-``valid``, class 0 = background; a fixed number ``D`` of detections with a ``valid`` mask; eval
-batches padded with ``example_valid``). :class:`DetectionAccumulator` drops the padding, keeps
-one dict per real image, and runs :func:`jaxcv.eval.coco.evaluate` or
+Detection tasks produce fixed-size arrays (:mod:`jaxcv.types`: ground truth padded to ``M``
+objects with ``valid``, class 0 = background; a fixed number ``D`` of detections with a
+``valid`` mask; eval batches padded with ``example_valid``). :class:`DetectionAccumulator`
+drops the padding, keeps one dict per real image, and runs :func:`jaxcv.eval.coco.evaluate` or
 :func:`jaxcv.eval.voc.evaluate` at the end::
 
     acc = DetectionAccumulator()

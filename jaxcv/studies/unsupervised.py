@@ -1,4 +1,5 @@
-"""The unsupervised studies (issue 9) by name, and one entry point to run them.
+"""The unsupervised studies (autoencoder vs PCA, embeddings, pre-training, VAE) by name, and
+one entry point to run them.
 
 A study config is an ordinary experiment config (``get_config()``) with ``config.study`` naming
 the driver in :data:`UNSUPERVISED_STUDIES`. Every driver has the signature

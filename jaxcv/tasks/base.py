@@ -36,7 +36,7 @@ class Evaluator(Protocol):
         """Accumulate one batch.
 
         Args:
-          batch: the NumPy batch dict (DESIGN.md keys, e.g. ``image (B, H, W, C)``,
+          batch: the NumPy batch dict (the keys of :mod:`jaxcv.types`, e.g. ``image (B, H, W, C)``,
             ``label (B,)``, and ``example_valid (B,)`` bool on padded evaluation batches).
           outputs: NumPy arrays returned by ``Task.predict_fn`` for this batch, leading dim ``B``.
         """
@@ -58,8 +58,8 @@ class Task(Protocol):
 
         Args:
           rng: a PRNG key.
-          batch: a batch dict with the DESIGN.md keys (e.g. ``image (B, H, W, C)``); only its
-            shapes matter.
+          batch: a batch dict with the :mod:`jaxcv.types` keys (e.g. ``image (B, H, W, C)``);
+            only its shapes matter.
 
         Returns:
           ``{'params': ..., **model_state}``, e.g. ``{'params': ..., 'batch_stats': ...}``.

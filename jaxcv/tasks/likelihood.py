@@ -1,7 +1,7 @@
 """Log-densities and variational bounds of latent-variable models, in nats (pure JAX).
 
-These are where a VAE's outputs meet the data, so they live with the tasks (DESIGN.md: losses
-are free functions in ``tasks/``). All functions are jit-able, work in float32 and reduce with
+These are where a VAE's outputs meet the data, so they live with the tasks (losses are free
+functions in ``jaxcv/tasks/``). All functions are jit-able, work in float32 and reduce with
 numerically stable forms (``log1p(exp(-|x|))`` for Bernoulli terms, ``logsumexp`` for the
 importance-weighted bound).
 

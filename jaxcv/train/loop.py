@@ -2,7 +2,7 @@
 
 It joins the parts: the tf.data pipelines (:mod:`jaxcv.data`), the model (:mod:`jaxcv.models`),
 the task (:mod:`jaxcv.tasks`), the optimizer, state, step, data-parallel wrapper and
-checkpointer (:mod:`jaxcv.train`), and writes the run outputs of DESIGN.md into ``workdir``:
+checkpointer (:mod:`jaxcv.train`), and writes the run outputs (README: "Using it") into ``workdir``:
 
     checkpoints/        orbax checkpoints (last K, best by ``train.best_metric``), resumable
     metrics.jsonl       ``train/*`` every ``log_every`` steps, ``<eval split>/*`` every eval
