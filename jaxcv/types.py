@@ -16,7 +16,10 @@ boxes           (B, M, 4) f32        ground-truth boxes, xyxy pixels, padded to 
 classes         (B, M) int32         object classes, 0 = background (padding)
 valid           (B, M) bool          which of the M objects are real
 masks           (B, M, H, W) uint8   instance masks
-segmentation    (B, H, W) int32      semantic labels, 255 = ignore
+ignore          (B, M) bool          objects left out of evaluation (VOC difficult, COCO crowd)
+segmentation    (B, H, W) int32      semantic labels, ``IGNORE_LABEL`` (255) = no label
+original_size   (B, 2) int32         ``(H, W)`` of the image before resizing
+example_valid   (B,) bool            False on the padding rows of a last evaluation batch
 ==============  ===================  ======================================================
 """
 
@@ -29,10 +32,25 @@ CLASSES: Final = "classes"
 VALID: Final = "valid"
 MASKS: Final = "masks"
 SEGMENTATION: Final = "segmentation"
+IGNORE: Final = "ignore"
+ORIGINAL_SIZE: Final = "original_size"
+EXAMPLE_VALID: Final = "example_valid"
 #: External proposals (R-CNN, Fast R-CNN): ``(B, P, 4)`` f32 xyxy pixels and ``(B, P)`` bool.
 PROPOSALS: Final = "proposals"
 PROPOSAL_VALID: Final = "proposal_valid"
 
-BATCH_KEYS: Final = (IMAGE, LABEL, BOXES, CLASSES, VALID, MASKS, SEGMENTATION)
+BATCH_KEYS: Final = (
+    IMAGE,
+    LABEL,
+    BOXES,
+    CLASSES,
+    VALID,
+    MASKS,
+    IGNORE,
+    SEGMENTATION,
+    ORIGINAL_SIZE,
+    EXAMPLE_VALID,
+)
+#: The per-pixel label of ``segmentation`` that takes no part in the loss or the metrics.
 IGNORE_LABEL: Final = 255
 BACKGROUND: Final = 0

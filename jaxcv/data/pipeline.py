@@ -19,9 +19,8 @@ from jaxcv.data import transforms as T
 from jaxcv.data.info import load_builder, prepare
 from jaxcv.data.registry import FITS, DatasetSpec, get_spec, not_prepared_error
 from jaxcv.proposals.pipeline import join_proposals, mask_padding
-from jaxcv.types import BOXES, IGNORE_LABEL, IMAGE, VALID
+from jaxcv.types import BOXES, EXAMPLE_VALID, IGNORE_LABEL, IMAGE, VALID
 
-EXAMPLE_VALID = "example_valid"
 DEFAULT_SHUFFLE_BUFFER = 2048
 
 

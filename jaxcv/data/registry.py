@@ -42,13 +42,21 @@ from collections.abc import Callable, Mapping
 import tensorflow as tf
 
 from jaxcv.data.builders import voc_segmentation
-from jaxcv.data.transforms import IGNORE
 from jaxcv.errors import DatasetNotPreparedError
-from jaxcv.types import BOXES, CLASSES, IGNORE_LABEL, IMAGE, LABEL, MASKS, SEGMENTATION
+from jaxcv.types import (
+    BOXES,
+    CLASSES,
+    IGNORE,
+    IGNORE_LABEL,
+    IMAGE,
+    LABEL,
+    MASKS,
+    ORIGINAL_SIZE,
+    SEGMENTATION,
+)
 
 VOC_CLASS_NAMES = voc_segmentation.CLASS_NAMES  # background + 20 object classes
 
-ORIGINAL_SIZE = "original_size"
 FITS = ("resize", "pad")
 
 

@@ -23,9 +23,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from jaxcv.types import BOXES, CLASSES, IMAGE, MASKS, PROPOSALS, SEGMENTATION, VALID
+from jaxcv.types import BOXES, CLASSES, IGNORE, IMAGE, MASKS, PROPOSALS, SEGMENTATION, VALID
 
-IGNORE = "ignore"
 OBJECT_KEYS = (BOXES, CLASSES, MASKS, IGNORE)
 
 

@@ -32,7 +32,6 @@ import numpy as np
 from jaxcv import types
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy
 from jaxcv.tasks import likelihood as lk
-from jaxcv.tasks.classification import EXAMPLE_VALID
 
 __all__ = [
     "TASK_KEYS",
@@ -56,8 +55,8 @@ def _images(batch: dict[str, Any]) -> jax.Array:
 
 
 def _weights(batch: dict[str, Any], size: int) -> jax.Array:
-    if EXAMPLE_VALID in batch:
-        return batch[EXAMPLE_VALID].astype(jnp.float32)
+    if types.EXAMPLE_VALID in batch:
+        return batch[types.EXAMPLE_VALID].astype(jnp.float32)
     return jnp.ones((size,), jnp.float32)
 
 
@@ -183,7 +182,8 @@ class _MeanAccumulator:
         images = np.asarray(batch[types.IMAGE])
         if images.ndim != 4:
             raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
-        keep = np.asarray(batch.get(EXAMPLE_VALID, np.ones(images.shape[0], bool))).astype(bool)
+        keep = np.ones(images.shape[0], bool)
+        keep = np.asarray(batch.get(types.EXAMPLE_VALID, keep)).astype(bool)
         self.pixels_per_example = int(np.prod(images.shape[1:]))
         for key in self._keys:
             values = np.asarray(outputs[key], np.float64)

@@ -18,8 +18,6 @@ import numpy as np
 
 from jaxcv import types
 
-EXAMPLE_VALID = "example_valid"
-
 
 def _check_logits_labels(logits, labels) -> None:
     if logits.ndim != 2:
@@ -120,8 +118,8 @@ class ClassificationTask:
         logits, updates = self._apply(variables, images, rng, train)
         _check_logits_labels(logits, labels)
         losses = softmax_cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        if EXAMPLE_VALID in batch:
-            weights = batch[EXAMPLE_VALID].astype(jnp.float32)
+        if types.EXAMPLE_VALID in batch:
+            weights = batch[types.EXAMPLE_VALID].astype(jnp.float32)
         else:
             weights = jnp.ones_like(losses)
         denom = jnp.maximum(jnp.sum(weights), 1.0)
@@ -181,8 +179,8 @@ class ClassificationEvaluator:
         logits = np.asarray(outputs["logits"], dtype=np.float64)
         labels = np.asarray(batch[types.LABEL]).astype(np.int64)
         _check_logits_labels(logits, labels)
-        if EXAMPLE_VALID in batch:
-            keep = np.asarray(batch[EXAMPLE_VALID]).astype(bool)
+        if types.EXAMPLE_VALID in batch:
+            keep = np.asarray(batch[types.EXAMPLE_VALID]).astype(bool)
             if keep.shape != labels.shape:
                 raise ValueError(
                     f"example_valid must have shape {labels.shape}; got shape {keep.shape}"

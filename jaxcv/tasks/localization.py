@@ -53,7 +53,6 @@ __all__ = [
     "make_localization_task",
 ]
 
-EXAMPLE_VALID = "example_valid"
 BOX_LOSSES = ("smooth_l1", "l2")
 #: The batch keys the task needs (``label`` is used too when the dataset has it).
 LOCALIZATION_KEYS = (types.IMAGE, types.BOXES, types.CLASSES, types.VALID)
@@ -202,8 +201,8 @@ class LocalizationTask:
         images = batch[types.IMAGE]
         labels, known = image_labels(batch)
         weights = jnp.ones(labels.shape, jnp.float32)
-        if EXAMPLE_VALID in batch:
-            weights = batch[EXAMPLE_VALID].astype(jnp.float32)
+        if types.EXAMPLE_VALID in batch:
+            weights = batch[types.EXAMPLE_VALID].astype(jnp.float32)
         weights = weights * known.astype(jnp.float32)
         if self.window is not None and train:
             if rng is None:
@@ -435,8 +434,8 @@ class LocalizationEvaluator:
             :meth:`LocalizationTask.predict_fn`.
         """
         labels, keep = image_labels(batch, np)
-        if EXAMPLE_VALID in batch:
-            keep = keep & np.asarray(batch[EXAMPLE_VALID]).astype(bool)
+        if types.EXAMPLE_VALID in batch:
+            keep = keep & np.asarray(batch[types.EXAMPLE_VALID]).astype(bool)
         logits = np.asarray(outputs["logits"], np.float64)[keep]
         labels = labels.astype(np.int64)[keep]
         valid = np.asarray(batch[types.VALID]).astype(bool)[keep]

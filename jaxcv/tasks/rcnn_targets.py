@@ -28,8 +28,7 @@ import jax.numpy as jnp
 from jaxcv.ops.boxes import box_iou, clip_boxes, encode_boxes
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy, smooth_l1, softmax_cross_entropy
 from jaxcv.ops.matching import MatchLabel, match_boxes, sample_balanced
-from jaxcv.tasks.classification import EXAMPLE_VALID
-from jaxcv.types import BOXES, CLASSES, VALID
+from jaxcv.types import BOXES, CLASSES, EXAMPLE_VALID, VALID
 
 Array = jax.Array
 

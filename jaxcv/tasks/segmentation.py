@@ -35,7 +35,6 @@ from jaxcv.eval.segmentation import SegmentationMetrics, metrics_from_confusion
 from jaxcv.models.patch_cnn import PatchCNN, dense_predict
 from jaxcv.ops.losses import softmax_cross_entropy
 
-EXAMPLE_VALID = "example_valid"
 PRED_KEY = "pred_segmentation"
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mIoU", "fwIoU")
 
@@ -54,8 +53,8 @@ def _images_and_labels(batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
 
 def _example_weights(batch: dict[str, Any], batch_size: int) -> jax.Array:
     """``(B,)`` float32: 0 for padded examples (``example_valid``), else 1."""
-    if EXAMPLE_VALID in batch:
-        return jnp.asarray(batch[EXAMPLE_VALID]).astype(jnp.float32)
+    if types.EXAMPLE_VALID in batch:
+        return jnp.asarray(batch[types.EXAMPLE_VALID]).astype(jnp.float32)
     return jnp.ones((batch_size,), jnp.float32)
 
 
@@ -370,7 +369,7 @@ class SegmentationEvaluator:
                 f"pred_segmentation and segmentation must both be (B, H, W); got {pred.shape} "
                 f"and {target.shape}"
             )
-        valid = batch.get(EXAMPLE_VALID)
+        valid = batch.get(types.EXAMPLE_VALID)
         valid = np.ones(pred.shape[0], bool) if valid is None else np.asarray(valid, bool)
         self.metrics.update(pred, target, valid)
         self.num_examples += int(valid.sum())

@@ -33,6 +33,7 @@ from jaxcv.train.runtime import (
 )
 from jaxcv.train.state import create_train_state
 from jaxcv.train.step import make_eval_step
+from jaxcv.types import EXAMPLE_VALID
 
 __all__ = [
     "EVAL_RESULTS_FILE",
@@ -77,7 +78,7 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str | Path, *, which
     task = build_task(config, make_model(config, info))
     eval_ds = make_eval_pipeline(config)
     sample = sample_batch_from_spec(eval_ds.element_spec, config.data.eval_batch_size)
-    sample = {k: v for k, v in sample.items() if k != "example_valid"}
+    sample = {k: v for k, v in sample.items() if k != EXAMPLE_VALID}
     tx = make_optimizer(config.optimizer, tc.num_steps)
     target = create_train_state(task, jax.random.PRNGKey(config.seed), sample, tx)
     checkpointer = Checkpointer(

@@ -41,9 +41,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from jaxcv.types import IGNORE_LABEL
+
 ARCHIVE = "VOCtrainval_11-May-2012.tar"
 HOMEPAGE = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
-IGNORE = 255
 
 #: The 21 VOC labels in index order (the devkit's ``VOCopts.classes`` with background first).
 CLASS_NAMES: tuple[str, ...] = (
@@ -120,10 +121,11 @@ def read_label_png(path: Path) -> np.ndarray:
                 f"got mode {png.mode!r}"
             )
         labels = np.array(png, dtype=np.uint8)  # mode P: the palette indices themselves
-    bad = np.setdiff1d(np.unique(labels), [*range(len(CLASS_NAMES)), IGNORE])
+    bad = np.setdiff1d(np.unique(labels), [*range(len(CLASS_NAMES)), IGNORE_LABEL])
     if bad.size:
         raise ValueError(
-            f"{path}: labels must be 0..{len(CLASS_NAMES) - 1} or {IGNORE}; found {bad.tolist()}"
+            f"{path}: labels must be 0..{len(CLASS_NAMES) - 1} or {IGNORE_LABEL}; "
+            f"found {bad.tolist()}"
         )
     return labels
 
