@@ -191,7 +191,7 @@ def infer_stages(task, variables, batch):
     import jax
 
     from jaxcv.ops.roi_align import roi_align
-    from jaxcv.tasks.faster_rcnn import postprocess_detections
+    from jaxcv.tasks.detection import postprocess_detections
     from jaxcv.tasks.proposal_layer import generate_proposals
 
     s, model = task.settings, task.model

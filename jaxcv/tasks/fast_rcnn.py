@@ -19,10 +19,10 @@ background-only loss.
 
 Inference: the model scores every valid proposal, in chunks of ``test_chunk_size`` proposals
 (a ``lax.map`` over chunks bounds memory; 0 = all at once), then
-:func:`~jaxcv.tasks.faster_rcnn.postprocess_detections`: softmax, class-specific decoding,
+:func:`~jaxcv.tasks.detection.postprocess_detections`: softmax, class-specific decoding,
 clipping, score threshold, class-aware NMS (``box_nms_threshold``, 0.3 in the papers), the
 top ``detections_per_image`` with a ``valid`` mask; boxes are scaled to ``original_size``.
-Evaluation: :class:`~jaxcv.tasks.faster_rcnn.DetectionEvaluator` (``mAP50``, COCO AP).
+Evaluation: :class:`~jaxcv.tasks.detection.DetectionEvaluator` (``mAP50``, COCO AP).
 """
 
 from __future__ import annotations
@@ -35,12 +35,7 @@ import jax.numpy as jnp
 
 from jaxcv import types
 from jaxcv.tasks.base import config_sections
-from jaxcv.tasks.faster_rcnn import (
-    EXAMPLE_VALID,
-    DetectionEvaluator,
-    detection_outputs,
-    postprocess_detections,
-)
+from jaxcv.tasks.detection import DetectionEvaluator, detection_outputs, postprocess_detections
 from jaxcv.tasks.rcnn_targets import batch_ground_truth, roi_loss, sample_rois
 
 Array = jax.Array
@@ -153,8 +148,8 @@ class ProposalDetectionTask:
         gt_boxes, gt_classes, gt_valid, dropped = batch_ground_truth(
             batch, images.shape[1:3], self.model.num_classes, s.min_gt_size
         )
-        if EXAMPLE_VALID in batch:
-            proposal_valid &= jnp.asarray(batch[EXAMPLE_VALID], bool)[:, None]
+        if types.EXAMPLE_VALID in batch:
+            proposal_valid &= jnp.asarray(batch[types.EXAMPLE_VALID], bool)[:, None]
         sample_key, dropout_key = jax.random.split(rng)
         sampled = sample_rois(
             sample_key,
@@ -223,7 +218,7 @@ class ProposalDetectionTask:
         """Detections for ``batch['image'] (B, H, W, 3)`` and its ``proposals``.
 
         Returns:
-          :func:`~jaxcv.tasks.faster_rcnn.detection_outputs`: ``pred_boxes (B, D, 4)`` xyxy
+          :func:`~jaxcv.tasks.detection.detection_outputs`: ``pred_boxes (B, D, 4)`` xyxy
           in original-image pixels (scaled by ``original_size`` when the batch has it),
           ``pred_input_boxes (B, D, 4)`` in input pixels, ``pred_scores (B, D)``,
           ``pred_classes (B, D)`` int32 in ``1..K``, ``pred_valid (B, D)`` bool,
@@ -246,7 +241,7 @@ class ProposalDetectionTask:
         return detection_outputs(out, batch, images.shape[1:3])
 
     def make_evaluator(self) -> DetectionEvaluator:
-        """A fresh :class:`~jaxcv.tasks.faster_rcnn.DetectionEvaluator`."""
+        """A fresh :class:`~jaxcv.tasks.detection.DetectionEvaluator`."""
         return DetectionEvaluator()
 
 

@@ -41,11 +41,8 @@ from jaxcv import types
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy
 from jaxcv.ops.masks import crop_masks_to_rois, paste_masks_in_image
 from jaxcv.tasks.base import config_sections
-from jaxcv.tasks.faster_rcnn import (
-    DetectionEvaluator,
-    FasterRCNNSettings,
-    FasterRCNNTask,
-)
+from jaxcv.tasks.detection import DetectionEvaluator
+from jaxcv.tasks.faster_rcnn import FasterRCNNSettings, FasterRCNNTask
 
 Array = jax.Array
 

@@ -7,7 +7,7 @@ else background), 32 sampled windows per image with 25% foreground (the paper's 
 128 windows, 32 foreground, over 4 images), and at test time every proposal is scored in
 chunks of ``test_chunk_size`` crops (the paper scores ~2,000 warped windows per image), then
 greedy per-class NMS (0.3, as the paper) through
-:func:`~jaxcv.tasks.faster_rcnn.postprocess_detections`.
+:func:`~jaxcv.tasks.detection.postprocess_detections`.
 
 Departures from the paper: one softmax classifier (no per-class SVMs with hard-negative
 mining: Fast R-CNN, sec. 5.4, found the fine-tuned softmax as good) and the box regressor

@@ -49,6 +49,7 @@ from jaxcv.train.runtime import (
     build_task,
     enable_compilation_cache,
     evaluate,
+    headline_keys,
     make_eval_pipeline,
     make_model,
     run_metadata,
@@ -61,15 +62,6 @@ __all__ = ["NonFiniteLossError", "train_and_evaluate", "write_outputs"]
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
-_REPORT_KEYS = (
-    "accuracy",
-    "top5_accuracy",
-    "localization_accuracy",
-    "pixel_accuracy",
-    "mIoU",
-    "mAP50",
-    "loss",
-)
 
 
 def _check_train_config(config: ml_collections.ConfigDict, multiple: int) -> None:
@@ -290,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         writer.write(current, prefixed)
         progress.write(
             f"step {current}: "
-            + report_lib.summarize(prefixed, [f"{dc.eval_split}/{k}" for k in _REPORT_KEYS])
+            + report_lib.summarize(prefixed, headline_keys(config))
         )
         window_t0 = time.perf_counter()
         return prefixed
@@ -383,7 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         list(info.class_names),
         notes=notes,
     )
-    summary = report_lib.summarize(results, [f"{dc.eval_split}/{k}" for k in _REPORT_KEYS])
+    summary = report_lib.summarize(results, headline_keys(config))
     print(f"{config.name}: {summary}".rstrip())
     print(f"Report: {report.resolve()}")
     return {k: float(v) for k, v in results.items() if not isinstance(v, str)}

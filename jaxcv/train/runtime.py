@@ -30,8 +30,9 @@ from jaxcv.tasks import localization as localization_tasks
 from jaxcv.tasks import mask_rcnn as mask_rcnn_tasks
 from jaxcv.tasks import rcnn as rcnn_tasks
 from jaxcv.tasks import segmentation as segmentation_tasks
-from jaxcv.tasks.classification import EXAMPLE_VALID, ClassificationTask
+from jaxcv.tasks.classification import ClassificationTask
 from jaxcv.train.checkpoint import fingerprint
+from jaxcv.types import EXAMPLE_VALID
 
 __all__ = [
     "TASKS",
@@ -42,6 +43,7 @@ __all__ = [
     "build_task",
     "enable_compilation_cache",
     "evaluate",
+    "headline_keys",
     "make_eval_pipeline",
     "make_model",
     "run_metadata",
@@ -86,6 +88,16 @@ TASK_KEYS = {
     "fast_rcnn": ("image", "boxes", "classes", "valid", "original_size"),
 }
 
+_HEADLINE_METRICS = (
+    "accuracy",
+    "top5_accuracy",
+    "localization_accuracy",
+    "pixel_accuracy",
+    "mIoU",
+    "mAP50",
+    "loss",
+)
+
 # Tasks whose ``num_classes`` counts the background class too (per-pixel labels 0..K).
 _WITH_BACKGROUND = ("segmentation",)
 
@@ -93,6 +105,11 @@ _WITH_BACKGROUND = ("segmentation",)
 def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
     """The batch keys ``config.task`` needs (None: all the dataset has)."""
     return TASK_KEYS.get(config.task)
+
+
+def headline_keys(config: ml_collections.ConfigDict) -> list[str]:
+    """The evaluated split's metrics a run prints (``test/accuracy``, ...), in order."""
+    return [f"{config.data.eval_split}/{k}" for k in _HEADLINE_METRICS]
 
 
 def build_task(config: ml_collections.ConfigDict, model):

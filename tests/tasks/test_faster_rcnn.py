@@ -13,12 +13,8 @@ from jaxcv.models.faster_rcnn import FasterRCNN
 from jaxcv.ops.anchors import make_anchors_numpy
 from jaxcv.ops.boxes import box_iou
 from jaxcv.ops.matching import MatchLabel
-from jaxcv.tasks.faster_rcnn import (
-    DetectionEvaluator,
-    FasterRCNNTask,
-    postprocess_detections,
-    task_from_config,
-)
+from jaxcv.tasks.detection import DetectionEvaluator, postprocess_detections
+from jaxcv.tasks.faster_rcnn import FasterRCNNTask, task_from_config
 from jaxcv.tasks.proposal_layer import generate_proposals
 from jaxcv.tasks.rcnn_targets import (
     batch_ground_truth,
