@@ -1,4 +1,4 @@
-"""The two protocols where a model meets its training engine.
+"""Where a model meets its training engine: the two protocols and the record of a task.
 
 A :class:`Task` owns a Flax module and says how to initialise it, how to compute the training
 loss and how to turn raw outputs into predictions. Everything in it is a pure function of arrays
@@ -9,6 +9,11 @@ An :class:`Evaluator` is its host-side counterpart: it receives NumPy batches an
 outputs of ``predict_fn`` one batch at a time and reduces them to flat metrics
 (``{"accuracy": 0.98, ...}``; the loop adds the split prefix such as ``test/``).
 
+A :class:`Recipe` is everything else the engine needs to know about a task: how to build it
+from a config, the batch keys it reads, its headline metrics and its report figures. The
+records of all tasks are gathered in one table, :mod:`jaxcv.recipes`; the engine reads them
+from there and names no task itself.
+
 Variables follow Flax conventions: ``{'params': ..., **model_state}``, where ``model_state``
 holds the non-trainable collections such as ``{'batch_stats': ...}`` (empty when the model has
 none).
@@ -16,13 +21,16 @@ none).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-__all__ = ["Evaluator", "Task", "config_sections"]
+__all__ = ["Evaluator", "FigureFn", "Recipe", "Task", "config_sections"]
 
 PyTree = Any
 Batch = dict[str, Any]
@@ -98,6 +106,41 @@ class Task(Protocol):
     def make_evaluator(self) -> Evaluator:
         """A fresh host-side :class:`Evaluator` for one evaluation pass."""
         ...
+
+
+#: A report figure: ``(fig_dir, evaluation, class_names) -> [(heading, png_path)]``, where
+#: ``evaluation`` has ``samples`` (batch keys and outputs of a few examples, or None),
+#: ``evaluator`` (after the pass) and ``split`` (:class:`jaxcv.train.evaluation.Evaluation`).
+FigureFn = Callable[[Path, Any, Sequence[str]], list[tuple[str, Path]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What the training engine needs to know about one task, ``config.task == name``.
+
+    Attributes:
+      name: the task's name in configs (``config.task``).
+      build: ``(config, model) -> Task``, the task module's ``task_from_config``.
+      batch_keys: the batch keys the task reads (the pipeline decodes only these), or None for
+        every key the dataset has.
+      sections: the config sections holding the task's settings (e.g. ``("detection",)``).
+      metric: the evaluator's headline metric (e.g. ``"mAP50"``), what a run is judged by.
+      summary: the metrics a run prints after each evaluation, in order (those the evaluator
+        reports; the ``metric`` first is not required).
+      figures: the report figures drawn from the final evaluation, in order.
+      counts_background: ``num_classes`` of the model counts the background class too
+        (per-pixel labels ``0..K``); a ``model.num_classes`` of None is filled with the
+        dataset's classes plus one.
+    """
+
+    name: str
+    build: Callable[[Any, nn.Module], Task]
+    batch_keys: tuple[str, ...] | None
+    sections: tuple[str, ...]
+    metric: str
+    summary: tuple[str, ...]
+    figures: tuple[FigureFn, ...] = ()
+    counts_background: bool = False
 
 
 def config_sections(config: Any, *names: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from jaxcv.train.parallel import Parallel
 from jaxcv.train.runtime import (
     build_task,
     evaluate,
+    headline_keys,
     make_eval_pipeline,
     make_model,
     run_metadata,
@@ -131,8 +132,8 @@ def evaluate_checkpoint(
     results["checkpoint/step"] = float(step)
     path = workdir / EVAL_RESULTS_FILE
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    keys = [f"{split}/{k}" for k in ("accuracy", "top5_accuracy", "loss", "num_examples")]
-    print(f"{config.name} ({which} checkpoint, step {step}): {report_lib.summarize(results, keys)}")
+    summary = report_lib.summarize(results, [*headline_keys(config), f"{split}/num_examples"])
+    print(f"{config.name} ({which} checkpoint, step {step}): {summary}")
     print(f"Results: {path.resolve()}")
     return results
 

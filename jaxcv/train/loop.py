@@ -35,6 +35,7 @@ import numpy as np
 from jaxcv import data as jdata
 from jaxcv.data.pipeline import numpy_batches
 from jaxcv.proposals.pipeline import proposal_table
+from jaxcv.recipes import recipe_for
 from jaxcv.train import report as report_lib
 from jaxcv.train.checkpoint import Checkpointer
 from jaxcv.train.init_from import init_state_from
@@ -117,7 +118,12 @@ def write_outputs(
     (workdir / results_file).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     figures = []
     if evaluation is not None:
-        figures = report_lib.task_figures(workdir / report_lib.FIGURES_DIR, evaluation, class_names)
+        figures = report_lib.task_figures(
+            workdir / report_lib.FIGURES_DIR,
+            evaluation,
+            class_names,
+            recipe_for(config.task).figures,
+        )
     return report_lib.write_report(
         workdir,
         title=f"{config.name}",
@@ -280,10 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         evaluation = evaluate(task, p_eval, parallel, state, eval_ds, split=dc.eval_split)
         prefixed = {f"{dc.eval_split}/{k}": v for k, v in evaluation.metrics.items()}
         writer.write(current, prefixed)
-        progress.write(
-            f"step {current}: "
-            + report_lib.summarize(prefixed, headline_keys(config))
-        )
+        progress.write(f"step {current}: " + report_lib.summarize(prefixed, headline_keys(config)))
         window_t0 = time.perf_counter()
         return prefixed
 

@@ -1,9 +1,8 @@
 """The run report: ``WORKDIR/report.md`` with PNG figures under ``WORKDIR/figures/``.
 
 The report has the final results table, training/evaluation curves from ``metrics.jsonl``, the
-task's figures (for classification: the confusion matrix and a grid of sample predictions with
-their true and predicted labels; for detection and localization: the images with their drawn
-predicted and ground-truth boxes) and the config that produced the run.
+task's figures (its :class:`jaxcv.tasks.base.Recipe` lists them: :func:`task_figures`) and the
+config that produced the run.
 """
 
 from __future__ import annotations
@@ -14,15 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from jaxcv.tasks.segmentation import segmentation_figures
+from jaxcv.tasks.base import FigureFn
 from jaxcv.train.logging import metric_history
-from jaxcv.viz.detections import detection_grid
-from jaxcv.viz.generative import reconstruction_figure
-from jaxcv.viz.images import prediction_grid
-from jaxcv.viz.masks import mask_figures
-from jaxcv.viz.plots import plot_confusion_matrix, plot_curves
+from jaxcv.viz.plots import plot_curves
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -71,51 +64,6 @@ def curve_figures(records: list[dict[str, float]], fig_dir: Path) -> list[tuple[
             logy=metric == "loss",
         )
         figures.append((metric.replace("_", " "), path))
-    return figures
-
-
-def classification_figures(
-    fig_dir: Path,
-    confusion_matrix: np.ndarray | None,
-    samples: dict[str, np.ndarray] | None,
-    class_names: Sequence[str],
-    *,
-    split: str = "test",
-) -> list[tuple[str, Path]]:
-    """The confusion matrix and a sample-predictions grid, as ``[(heading, png_path)]``.
-
-    Args:
-      fig_dir: where to write the PNGs.
-      confusion_matrix: ``(K, K)`` counts (rows true) or ``None``.
-      samples: ``image (N, H, W, C)``, ``label (N,)``, ``pred_label (N,)`` and optionally
-        ``probs (N, K)``; or ``None``.
-      class_names: ``K`` names.
-      split: the evaluated split, for the headings.
-    """
-    figures = []
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    if confusion_matrix is not None:
-        path = plot_confusion_matrix(
-            confusion_matrix,
-            class_names,
-            fig_dir / "confusion_matrix.png",
-            title=f"confusion matrix ({split})",
-        )
-        figures.append((f"Confusion matrix ({split})", path))
-    if samples is not None and len(samples["label"]):
-        scores = None
-        if "probs" in samples:
-            probs = np.asarray(samples["probs"])
-            scores = probs[np.arange(len(probs)), np.asarray(samples["pred_label"])]
-        path = prediction_grid(
-            samples["image"],
-            samples["label"],
-            samples["pred_label"],
-            class_names,
-            fig_dir / "sample_predictions.png",
-            scores=scores,
-        )
-        figures.append((f"Sample predictions ({split}; true -> predicted, score)", path))
     return figures
 
 
@@ -168,90 +116,13 @@ def summarize(results: dict[str, Any], keys: Sequence[str]) -> str:
     return " ".join(parts)
 
 
-def detection_figures(
-    fig_dir: Path,
-    samples: dict[str, np.ndarray],
-    class_names: Sequence[str],
-    *,
-    split: str = "test",
-    max_images: int = 12,
-    score_threshold: float = 0.5,
+def task_figures(
+    fig_dir: Path, evaluation, class_names: Sequence[str], figures: Sequence[FigureFn]
 ) -> list[tuple[str, Path]]:
-    """The sample images with drawn boxes, as ``[(heading, png_path)]``.
-
-    Args:
-      fig_dir: where to write the PNG.
-      samples: evaluation samples (the batch merged with the task's outputs). Detectors:
-        ``pred_input_boxes (N, D, 4)`` (or ``pred_boxes``, both in input pixels when the batch
-        had no ``original_size``), ``pred_scores``, ``pred_classes`` (``1..K``) and
-        ``pred_valid`` ``(N, D)``. Localization: ``pred_boxes (N, 4)`` and ``pred_label (N,)``
-        (``0..K-1``, the score taken from ``probs (N, K)`` when present). Ground truth, drawn
-        dashed, from the batch's ``boxes (N, M, 4)``, ``classes``, ``valid``.
-      class_names: ``K`` names.
-      split: the evaluated split, for the heading.
-      max_images: at most this many images are drawn.
-      score_threshold: detections scoring below it are not drawn.
-    """
-    n = min(max_images, len(samples["image"]))
-    boxes = samples.get("pred_input_boxes", samples["pred_boxes"])[:n]
-    if "pred_classes" in samples:
-        classes, offset = samples["pred_classes"][:n], 1
-        scores, valid = samples.get("pred_scores"), samples.get("pred_valid")
-    else:
-        classes, offset = samples["pred_label"][:n], 0
-        valid, scores = None, None
-        if "probs" in samples:
-            probs = np.asarray(samples["probs"])
-            scores = probs[np.arange(len(probs)), np.asarray(samples["pred_label"])]
-            score_threshold = 0.0  # the one box of each image is always drawn
-    has_gt = "boxes" in samples and "classes" in samples
+    """The task's report ``figures`` (its recipe's) drawn from ``evaluation``, as
+    ``[(heading, png_path)]``; none without evaluation samples."""
+    if evaluation is None or evaluation.samples is None:
+        return []
+    fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    path = detection_grid(
-        samples["image"][:n],
-        boxes,
-        classes,
-        class_names,
-        fig_dir / "sample_detections.png",
-        pred_scores=None if scores is None else scores[:n],
-        pred_valid=None if valid is None else valid[:n],
-        gt_boxes=samples["boxes"][:n] if has_gt else None,
-        gt_classes=samples["classes"][:n] if has_gt else None,
-        gt_valid=samples["valid"][:n] if has_gt and "valid" in samples else None,
-        pred_class_offset=offset,
-        score_threshold=score_threshold,
-    )
-    heading = f"Sample detections ({split}; predictions solid with scores >= {score_threshold:g}"
-    return [(heading + ", ground truth dashed)", path)]
-
-
-def task_figures(fig_dir: Path, evaluation, class_names: Sequence[str]) -> list[tuple[str, Path]]:
-    """The figures that fit what the task predicted, as ``[(heading, png_path)]``.
-
-    Classifiers (samples with ``pred_label``) get a confusion matrix and a prediction grid;
-    detectors (``pred_boxes (N, D, 4)``) drawn detections, plus coloured instance masks when
-    they predict ``pred_masks (N, D, H, W)``; classification + localization
-    (``pred_label`` and ``pred_boxes (N, 4)``) both; autoencoders and VAEs (samples with
-    ``reconstruction``) a reconstruction strip; segmentation models (``pred_segmentation``)
-    colour overlays.
-    """
-    samples = evaluation.samples
-    if samples is not None and "pred_segmentation" in samples:
-        return segmentation_figures(fig_dir, samples, class_names, split=evaluation.split)
-    if samples is not None and "reconstruction" in samples:
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        path = reconstruction_figure(samples, fig_dir / "reconstructions.png")
-        return [(f"Reconstructions ({evaluation.split})", path)]
-    figures = []
-    if samples is not None and "pred_boxes" in samples:
-        figures += detection_figures(fig_dir, samples, class_names, split=evaluation.split)
-    if samples is not None and "pred_masks" in samples:  # instance segmentation (Mask R-CNN)
-        figures += mask_figures(fig_dir, samples, class_names, split=evaluation.split)
-    if samples is not None and not {"label", "pred_label"} <= set(samples):
-        return figures
-    return figures + classification_figures(
-        fig_dir,
-        getattr(evaluation.evaluator, "confusion_matrix", None),
-        samples,
-        class_names,
-        split=evaluation.split,
-    )
+    return [drawn for figure in figures for drawn in figure(fig_dir, evaluation, class_names)]

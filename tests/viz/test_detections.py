@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcv.recipes import recipe_for
+from jaxcv.train.evaluation import Evaluation
 from jaxcv.train.report import task_figures
-from jaxcv.train.runtime import Evaluation
 from jaxcv.viz.detections import CLASS_COLORS, detection_grid
 
 NAMES = ("circle", "square", "triangle")
@@ -96,7 +97,8 @@ def test_rejects_mismatched_shapes(tmp_path):
 
 
 def test_report_draws_detector_and_localization_samples(tmp_path):
-    figures = task_figures(tmp_path, Evaluation({}, None, _detections(), "test"), NAMES)
+    detector = recipe_for("faster_rcnn").figures
+    figures = task_figures(tmp_path, Evaluation({}, None, _detections(), "test"), NAMES, detector)
     assert [p.name for _, p in figures] == ["sample_detections.png"]
     assert figures[0][1].exists()
 
@@ -111,6 +113,7 @@ def test_report_draws_detector_and_localization_samples(tmp_path):
         "classes": s["classes"],
         "valid": s["valid"],
     }
-    figures = task_figures(tmp_path, Evaluation({}, None, localization, "test"), NAMES)
+    evaluation = Evaluation({}, None, localization, "test")
+    figures = task_figures(tmp_path, evaluation, NAMES, recipe_for("localization").figures)
     names = [p.name for _, p in figures]
     assert names == ["sample_detections.png", "sample_predictions.png"]

@@ -1,0 +1,147 @@
+"""The table of tasks: one :class:`jaxcv.tasks.base.Recipe` per ``config.task``.
+
+This is the one module that names every task. The training engine (:mod:`jaxcv.train`), the
+report and the CLI look a task up here (:func:`recipe_for`) and read what they need from its
+record: the constructor, the batch keys, the headline metrics and the report figures. Adding a
+task is a module in :mod:`jaxcv.tasks` with a ``task_from_config(config, model)`` and one entry
+below (``docs/architecture.md``, "Adding a task").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxcv import types
+from jaxcv.tasks import (
+    autoencoder,
+    classification,
+    fast_rcnn,
+    faster_rcnn,
+    localization,
+    mask_rcnn,
+    rcnn,
+    segmentation,
+)
+from jaxcv.tasks.base import Recipe
+from jaxcv.viz import report_figures as figures
+
+__all__ = ["RECIPES", "recipe_for"]
+
+_DETECTION_KEYS = (types.IMAGE, types.BOXES, types.CLASSES, types.VALID, types.ORIGINAL_SIZE)
+_DETECTION_SUMMARY = ("mAP50", "AP", "loss")
+
+
+def _segmentation_overlays(fig_dir: Path, evaluation, class_names: Sequence[str]):
+    return segmentation.segmentation_figures(
+        fig_dir, evaluation.samples, class_names, split=evaluation.split
+    )
+
+
+def _classification_task(config, model):
+    return classification.ClassificationTask(
+        model, label_smoothing=config.train.get("label_smoothing", 0.0)
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            name="classification",
+            build=_classification_task,
+            batch_keys=(types.IMAGE, types.LABEL),
+            sections=("train",),
+            metric="accuracy",
+            summary=("accuracy", "top5_accuracy", "loss"),
+            figures=(figures.confusion_and_samples,),
+        ),
+        Recipe(
+            name="autoencoder",
+            build=autoencoder.make_autoencoder_task,
+            batch_keys=(types.IMAGE, types.LABEL),
+            sections=("unsupervised",),
+            metric="mse",
+            summary=("mse", "loss"),
+            figures=(figures.reconstructions,),
+        ),
+        Recipe(
+            name="vae",
+            build=autoencoder.make_vae_task,
+            batch_keys=(types.IMAGE, types.LABEL),
+            sections=("unsupervised",),
+            metric="elbo",
+            summary=("elbo", "bits_per_dim", "loss"),
+            figures=(figures.reconstructions,),
+        ),
+        Recipe(
+            name="segmentation",
+            build=segmentation.build_segmentation_task,
+            batch_keys=(types.IMAGE, types.SEGMENTATION),
+            sections=("segmentation",),
+            metric="mIoU",
+            summary=("pixel_accuracy", "mIoU", "loss"),
+            figures=(_segmentation_overlays,),
+            counts_background=True,
+        ),
+        Recipe(
+            name="localization",
+            # The image-level label is derived from the first valid object, so VOC-style data
+            # works.
+            build=localization.make_localization_task,
+            batch_keys=(types.IMAGE, types.BOXES, types.CLASSES, types.VALID),
+            sections=("localization", "train"),
+            metric="localization_accuracy",
+            summary=("accuracy", "top5_accuracy", "localization_accuracy", "loss"),
+            figures=(figures.drawn_detections, figures.confusion_and_samples),
+        ),
+        Recipe(
+            name="faster_rcnn",
+            build=faster_rcnn.task_from_config,
+            batch_keys=_DETECTION_KEYS,
+            sections=("detection",),
+            metric="mAP50",
+            summary=_DETECTION_SUMMARY,
+            figures=(figures.drawn_detections,),
+        ),
+        Recipe(
+            name="mask_rcnn",
+            build=mask_rcnn.task_from_config,
+            batch_keys=(*_DETECTION_KEYS, types.MASKS),
+            sections=("detection", "mask"),
+            metric="mask_AP50",
+            summary=("mAP50", "mask_AP50", "loss"),
+            figures=(figures.drawn_detections, figures.instance_masks),
+        ),
+        # R-CNN and Fast R-CNN also get ``proposals`` from their config's ``proposals`` section.
+        Recipe(
+            name="rcnn",
+            build=rcnn.task_from_config,
+            batch_keys=_DETECTION_KEYS,
+            sections=("detection",),
+            metric="mAP50",
+            summary=_DETECTION_SUMMARY,
+            figures=(figures.drawn_detections,),
+        ),
+        Recipe(
+            name="fast_rcnn",
+            build=fast_rcnn.task_from_config,
+            batch_keys=_DETECTION_KEYS,
+            sections=("detection",),
+            metric="mAP50",
+            summary=_DETECTION_SUMMARY,
+            figures=(figures.drawn_detections,),
+        ),
+    )
+}
+
+
+def recipe_for(task: str) -> Recipe:
+    """The recipe of the task named ``task`` (``config.task``).
+
+    Raises:
+      ValueError: no such task (the message lists the valid ones).
+    """
+    if task not in RECIPES:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(RECIPES))}")
+    return RECIPES[task]
