@@ -114,4 +114,4 @@ def test_demo_summary_sets_each_metric_beside_its_target(tmp_path, monkeypatch):
     assert str(figure) in text and "f.png" not in text  # only figures that exist
     assert f"jaxcv predict digits_cnn --workdir {tmp_path / 'cls'}" in text
     assert [row[0] for row in cli.DEMO] == ["digits_cnn", "demo_faster_rcnn"]
-    assert all(Path(row[3]).parts[0] == "figures" for row in cli.DEMO)
+    assert all(Path(row[2]).parts[0] == "figures" for row in cli.DEMO)
