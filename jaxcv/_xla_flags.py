@@ -1,10 +1,11 @@
 """CPU convolution flag, set before jax initialises its backend.
 
 With jaxlib 0.10.x on x86 CPUs, XLA's default convolution path (YNNPACK fusion of single
-convolutions) runs the weight-gradient convolution about 5x slower than PyTorch. Turning that
-fusion type off for individual convolutions roughly doubles a ResNet train step on CPU with
-identical numerics. The flag is appended to the user's ``XLA_FLAGS`` (never replacing them) and
-left alone when the user already mentions it. ``JAXCV_NO_XLA_FLAGS=1`` disables this.
+convolutions) runs the weight-gradient convolution several times slower than PyTorch. Turning
+that fusion type off for individual convolutions makes a ResNet train step on CPU much faster
+with identical numerics (``experiments/bench/conv_layers.py`` measures both). The flag is
+appended to the user's ``XLA_FLAGS`` (never replacing them) and left alone when the user already
+mentions it. ``JAXCV_NO_XLA_FLAGS=1`` disables this.
 """
 
 import os

@@ -42,7 +42,7 @@ DEMO_NEXT = (
     ("jaxcv list", "every experiment, one line each"),
     (
         "jaxcv train shapes_faster_rcnn --workdir runs/shapes_faster_rcnn",
-        "the full detector (README: mAP@0.5 0.905)",
+        "the full detector (its README row gives its mAP@0.5)",
     ),
     ("jaxcv predict digits_cnn --workdir {digits} IMAGE.png", "classify your own image"),
 )

@@ -270,9 +270,9 @@ def _shapes_spec(config: str) -> DatasetSpec:
         std=_SHAPES_STD,
         augmentation=Augmentation(hflip=True, crop_min_scale=0.6),
         optional_features=_SHAPES_OPTIONAL,
-        # Decoding a noisy 128x128 PNG costs ~0.8 ms, more than shapes_classify's step per
-        # image: the single-object split is cached decoded (6,000 images: 295 MB). The
-        # multi-object split is not: with instance masks it would take over 1 GB.
+        # Decoding a noisy 128x128 PNG costs more than shapes_classify's step per image, so the
+        # single-object split is cached decoded (a few hundred MB); the multi-object split is
+        # not: with instance masks it would take several times that.
         cache=single,
     )
 

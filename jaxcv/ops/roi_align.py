@@ -2,16 +2,17 @@
 
 Every output bin averages ``sy * sx`` bilinear samples taken on a regular grid inside the bin.
 Bilinear sampling is separable, so each sample is four corner reads with weights ``wy * wx``;
-the whole op is a fixed set of ``4 * sy * sx`` corner gathers per bin, weighted and summed.
-XLA fuses those gathers with the weighted sum into one loop over the output, which on CPU is
-several times faster than dense interpolation matrices (``(oh, H) @ (H, W, C) @ (W, ow)`` per
-RoI spends most of its multiplies on zeros; measured 10x slower here) and never materialises the
-samples. The bins are processed in chunks of about 2 MiB of output inside a ``lax.scan``, which
-bounds the temporary memory and keeps the fused loop intact whatever consumes the result.
+the whole op is a fixed set of ``4 * sy * sx`` corner gathers per bin, weighted and summed. XLA
+fuses those gathers with the weighted sum into one loop over the output, which on CPU is several
+times faster than dense interpolation matrices (``(oh, H) @ (H, W, C) @ (W, ow)`` per RoI spends
+most of its multiplies on zeros; ``experiments/bench/ops.py`` times this one) and never
+materialises the samples. The bins are processed in chunks of about 2 MiB of output inside a
+``lax.scan``, which bounds the temporary memory and keeps the fused loop intact whatever
+consumes the result.
 
 The backward pass is a custom VJP: the transpose of a gather is a scatter-add, and scattering
 all corner contributions at once would build a ``(B, R, oh, ow, 4 sy sx, C)`` update array
-(autodiff of the forward materialises one such array per corner and ran 15x slower). Instead
+(autodiff of the forward materialises one such array per corner and is much slower). Instead
 the bins are scattered in chunks inside a ``lax.scan``, keeping the temporary memory at a few
 MiB whatever the number of RoIs. Gradients flow to ``features`` only; the box cotangent is
 zero, as in torchvision (whose ``roi_align`` has no gradient for the boxes).

@@ -65,9 +65,9 @@ def raw_key(rng: jax.Array) -> jax.Array:
 
 
 # The initialisation runs once per run, so on CPU it is compiled without XLA's backend (LLVM)
-# optimisations: its compile time drops about 5x (shapes_faster_rcnn: 20.3 -> 4.0 CPU seconds;
-# it was a third of the run's cold compile), its run time does not matter, and its values equal
-# the optimised build's to float32 rounding (max abs difference 6e-8 measured).
+# optimisations: it compiles several times faster (it was a large part of a detector's cold
+# compile; ``experiments/bench/compile.py`` measures it), its run time does not matter, and its
+# values equal the optimised build's to float32 rounding.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
