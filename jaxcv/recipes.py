@@ -29,7 +29,19 @@ from jaxcv.viz import report_figures as figures
 __all__ = ["RECIPES", "recipe_for"]
 
 _DETECTION_KEYS = (types.IMAGE, types.BOXES, types.CLASSES, types.VALID, types.ORIGINAL_SIZE)
-_DETECTION_SUMMARY = ("mAP50", "AP", "loss")
+
+
+def _detector(name: str, build) -> Recipe:
+    """A box detector scored by VOC07 mAP@0.5 and COCO AP (``tasks/detection.py``)."""
+    return Recipe(
+        name=name,
+        build=build,
+        batch_keys=_DETECTION_KEYS,
+        sections=("detection",),
+        metric="mAP50",
+        summary=("mAP50", "AP", "loss"),
+        figures=(figures.drawn_detections,),
+    )
 
 
 def _segmentation_overlays(fig_dir: Path, evaluation, class_names: Sequence[str]):
@@ -95,15 +107,7 @@ RECIPES: dict[str, Recipe] = {
             summary=("accuracy", "top5_accuracy", "localization_accuracy", "loss"),
             figures=(figures.drawn_detections, figures.confusion_and_samples),
         ),
-        Recipe(
-            name="faster_rcnn",
-            build=faster_rcnn.task_from_config,
-            batch_keys=_DETECTION_KEYS,
-            sections=("detection",),
-            metric="mAP50",
-            summary=_DETECTION_SUMMARY,
-            figures=(figures.drawn_detections,),
-        ),
+        _detector("faster_rcnn", faster_rcnn.task_from_config),
         Recipe(
             name="mask_rcnn",
             build=mask_rcnn.task_from_config,
@@ -113,25 +117,10 @@ RECIPES: dict[str, Recipe] = {
             summary=("mAP50", "mask_AP50", "loss"),
             figures=(figures.drawn_detections, figures.instance_masks),
         ),
-        # R-CNN and Fast R-CNN also get ``proposals`` from their config's ``proposals`` section.
-        Recipe(
-            name="rcnn",
-            build=rcnn.task_from_config,
-            batch_keys=_DETECTION_KEYS,
-            sections=("detection",),
-            metric="mAP50",
-            summary=_DETECTION_SUMMARY,
-            figures=(figures.drawn_detections,),
-        ),
-        Recipe(
-            name="fast_rcnn",
-            build=fast_rcnn.task_from_config,
-            batch_keys=_DETECTION_KEYS,
-            sections=("detection",),
-            metric="mAP50",
-            summary=_DETECTION_SUMMARY,
-            figures=(figures.drawn_detections,),
-        ),
+        # R-CNN and Fast R-CNN also get ``proposals``: the pipeline joins the table of their
+        # config's ``proposals`` section.
+        _detector("rcnn", rcnn.task_from_config),
+        _detector("fast_rcnn", fast_rcnn.task_from_config),
     )
 }
 
