@@ -92,27 +92,10 @@ def detection_grid(
     """
     shown = to_display(images)
     n = shown.shape[0]
-    boxes = _per_image("pred_boxes", pred_boxes, n, 3)
-    classes = _per_image("pred_classes", pred_classes, n, 2)
-    if boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
-        raise ValueError(
-            f"pred_boxes must be (N, D, 4) and pred_classes (N, D); got {boxes.shape} and "
-            f"{classes.shape}"
-        )
-    scores = _per_image("pred_scores", pred_scores, n, 2)
-    valid = _per_image("pred_valid", pred_valid, n, 2)
-    keep = np.ones(classes.shape, bool) if valid is None else valid.astype(bool)
-    if scores is not None:
-        keep &= scores >= score_threshold
-    gboxes = _per_image("gt_boxes", gt_boxes, n, 3)
-    gclasses = _per_image("gt_classes", gt_classes, n, 2)
-    if gboxes is not None and (gclasses is None or gclasses.shape != gboxes.shape[:2]):
-        raise ValueError("gt_boxes (N, M, 4) needs gt_classes (N, M)")
-    gvalid = None
-    if gboxes is not None:
-        gvalid = _per_image("gt_valid", gt_valid, n, 2)
-        gvalid = np.ones(gclasses.shape, bool) if gvalid is None else gvalid.astype(bool)
-
+    boxes, classes, scores, keep = _predictions(
+        n, pred_boxes, pred_classes, pred_scores, pred_valid, score_threshold
+    )
+    ground_truth = _ground_truth(n, gt_boxes, gt_classes, gt_valid)
     columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
     fig = Figure(figsize=(panel_size * columns, panel_size * rows + 0.3), dpi=110)
@@ -125,44 +108,14 @@ def detection_grid(
         ax.imshow(shown[i], cmap="gray" if shown.ndim == 3 else None, interpolation="nearest")
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
-        num_gt = 0
-        if gboxes is not None:
-            for box, c in zip(gboxes[i][gvalid[i]], gclasses[i][gvalid[i]], strict=True):
-                num_gt += 1
-                color = CLASS_COLORS[(int(c) - gt_class_offset) % len(CLASS_COLORS)]
-                x1, y1, x2, y2 = (float(v) for v in box)
-                rect = patches.Rectangle(
-                    (x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.0, ls=(0, (3, 2))
-                )
-                ax.add_patch(rect)
-        # Draw the lowest-scoring detections first so the confident ones end up on top.
-        order = np.flatnonzero(keep[i])
-        if scores is not None:
-            order = order[np.argsort(scores[i][order], kind="stable")]
-        for d in order:
-            c = int(classes[i, d]) - pred_class_offset
-            color = CLASS_COLORS[c % len(CLASS_COLORS)]
-            x1, y1, x2, y2 = (float(v) for v in boxes[i, d])
-            ax.add_patch(
-                patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.6)
-            )
-            label = _name(class_names, c)
-            if scores is not None:
-                label += f" {float(scores[i, d]):.2f}"
-            ax.text(
-                x1,
-                y1,
-                label,
-                fontsize=5.5,
-                color="white",
-                va="bottom",
-                ha="left",
-                bbox={"facecolor": color, "edgecolor": "none", "pad": 0.6, "alpha": 0.85},
-                clip_on=True,
-            )
-        title = f"{order.size} det"
-        if gboxes is not None:
-            title += f" / {num_gt} gt"
+        num_gt = None
+        if ground_truth is not None:  # drawn first: the predictions lie on top
+            gboxes, gclasses, gvalid = (g[i] for g in ground_truth)
+            num_gt = _draw_ground_truth(ax, gboxes[gvalid], gclasses[gvalid], gt_class_offset)
+        drawn = _draw_detections(
+            ax, boxes[i], classes[i], scores, i, keep[i], class_names, pred_class_offset
+        )
+        title = f"{drawn} det" + ("" if num_gt is None else f" / {num_gt} gt")
         ax.set_title(title, fontsize=7)
     fig.suptitle("predictions solid (name score), ground truth dashed", fontsize=8)
     fig.tight_layout()
@@ -170,3 +123,73 @@ def detection_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _predictions(n, pred_boxes, pred_classes, pred_scores, pred_valid, score_threshold):
+    """Checked ``(N, D, 4)`` boxes, ``(N, D)`` classes, scores (or None) and which to draw."""
+    boxes = _per_image("pred_boxes", pred_boxes, n, 3)
+    classes = _per_image("pred_classes", pred_classes, n, 2)
+    if boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
+        raise ValueError(
+            f"pred_boxes must be (N, D, 4) and pred_classes (N, D); got {boxes.shape} and "
+            f"{classes.shape}"
+        )
+    scores = _per_image("pred_scores", pred_scores, n, 2)
+    valid = _per_image("pred_valid", pred_valid, n, 2)
+    keep = np.ones(classes.shape, bool) if valid is None else valid.astype(bool)
+    if scores is not None:
+        keep &= scores >= score_threshold
+    return boxes, classes, scores, keep
+
+
+def _ground_truth(n, gt_boxes, gt_classes, gt_valid):
+    """Checked ``(N, M, 4)`` boxes, ``(N, M)`` classes and valid mask, or None."""
+    gboxes = _per_image("gt_boxes", gt_boxes, n, 3)
+    if gboxes is None:
+        return None
+    gclasses = _per_image("gt_classes", gt_classes, n, 2)
+    if gclasses is None or gclasses.shape != gboxes.shape[:2]:
+        raise ValueError("gt_boxes (N, M, 4) needs gt_classes (N, M)")
+    gvalid = _per_image("gt_valid", gt_valid, n, 2)
+    gvalid = np.ones(gclasses.shape, bool) if gvalid is None else gvalid.astype(bool)
+    return gboxes, gclasses, gvalid
+
+
+def _draw_ground_truth(ax, boxes: np.ndarray, classes: np.ndarray, class_offset: int) -> int:
+    """Dashed ``(M, 4)`` boxes in their class colours; returns how many were drawn."""
+    for box, c in zip(boxes, classes, strict=True):
+        color = CLASS_COLORS[(int(c) - class_offset) % len(CLASS_COLORS)]
+        x1, y1, x2, y2 = (float(v) for v in box)
+        rect = patches.Rectangle(
+            (x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.0, ls=(0, (3, 2))
+        )
+        ax.add_patch(rect)
+    return len(boxes)
+
+
+def _draw_detections(ax, boxes, classes, scores, i, keep, class_names, class_offset) -> int:
+    """Solid boxes of image ``i`` labelled with class name and score; returns how many."""
+    # Draw the lowest-scoring detections first so the confident ones end up on top.
+    order = np.flatnonzero(keep)
+    if scores is not None:
+        order = order[np.argsort(scores[i][order], kind="stable")]
+    for d in order:
+        c = int(classes[d]) - class_offset
+        color = CLASS_COLORS[c % len(CLASS_COLORS)]
+        x1, y1, x2, y2 = (float(v) for v in boxes[d])
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.6))
+        label = _name(class_names, c)
+        if scores is not None:
+            label += f" {float(scores[i, d]):.2f}"
+        ax.text(
+            x1,
+            y1,
+            label,
+            fontsize=5.5,
+            color="white",
+            va="bottom",
+            ha="left",
+            bbox={"facecolor": color, "edgecolor": "none", "pad": 0.6, "alpha": 0.85},
+            clip_on=True,
+        )
+    return order.size
