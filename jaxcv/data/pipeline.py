@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 from jaxcv.data import batched
 from jaxcv.data import transforms as T
 from jaxcv.data.info import load_builder, prepare
+from jaxcv.data.proposals import join_proposals, mask_padding
 from jaxcv.data.registry import FITS, DatasetSpec, get_spec, not_prepared_error
-from jaxcv.proposals.pipeline import join_proposals, mask_padding
 from jaxcv.types import BOXES, EXAMPLE_VALID, IGNORE_LABEL, IMAGE, VALID
 
 DEFAULT_SHUFFLE_BUFFER = 2048
@@ -137,10 +137,11 @@ def make_pipeline(
       grayscale_to_rgb: repeat single-channel images to 3 channels.
       shuffle_buffer: examples in the shuffle buffer (default: the whole split for datasets
         cached in memory, else 2048).
-      proposals: a :class:`jaxcv.proposals.pipeline.ProposalTable` of ``split`` (one row per
+      proposals: a :class:`jaxcv.proposals.table.ProposalTable` of ``split`` (one row per
         example, in split order): adds ``proposals (B, P, 4)`` and ``proposal_valid (B, P)``,
-        joined by position before shuffling (files are then read in order) and moved by the
-        resize and the flip; the augmentation is then the flip only. Single process only.
+        joined by position before shuffling (files are then read in order;
+        :mod:`jaxcv.data.proposals`) and moved by the resize and the flip; the augmentation
+        is then the flip only. Single process only.
       fit: how images meet ``image_size``: ``"resize"`` (stretched to it) or ``"pad"``
         (:func:`jaxcv.data.transforms.pad_to_size`: scaled down only if larger, aspect kept,
         then padded at the bottom/right with 0 after normalisation and with 255 = ignore in

@@ -11,12 +11,15 @@ Example::
 Modules: :mod:`~jaxcv.proposals.features` (colour spaces, histograms),
 :mod:`~jaxcv.proposals.similarity`, :mod:`~jaxcv.proposals.grouping` (hierarchical grouping),
 :mod:`~jaxcv.proposals.selective_search` (strategies, ranking), :mod:`~jaxcv.proposals.cache`
-(whole datasets, on-disk cache) and :mod:`~jaxcv.proposals.metrics` (recall, MABO).
+(whole datasets, on-disk cache), :mod:`~jaxcv.proposals.table` (fixed-count tables of a split),
+:mod:`~jaxcv.proposals.pipeline` (a config's ``proposals`` section) and
+:mod:`~jaxcv.proposals.metrics` (recall, MABO).
 """
 
 from jaxcv.proposals.cache import (
     compute_proposals,
     dataset_proposals,
+    default_cache_dir,
     default_cache_path,
     raw_examples,
 )
@@ -29,6 +32,7 @@ __all__ = [
     "best_overlaps",
     "compute_proposals",
     "dataset_proposals",
+    "default_cache_dir",
     "default_cache_path",
     "mean_best_overlap",
     "proposal_recall",

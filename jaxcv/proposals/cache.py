@@ -5,6 +5,13 @@ per-image offsets (``offsets (I + 1,)`` int64) and a JSON ``meta`` record of the
 (mode, max_proposals, min_size, seed, image count). A file whose settings differ from the
 request, or that cannot be read, is recomputed and replaced atomically (written to a temporary
 file, then renamed), so an interrupted run never leaves a half-written cache behind.
+
+Cache files live in :func:`default_cache_dir` (``<data dir>/jaxcv_proposals``) unless a
+``cache_dir`` is given; :func:`split_proposals` looks up the padded
+:class:`~jaxcv.proposals.table.ProposalTable` of a split there (computing it on first use).
+
+:mod:`jaxcv.data` (TensorFlow) is imported inside the functions that read datasets, so that
+``import jaxcv.proposals`` (selective search, NumPy) does not load TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,8 +27,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcv.proposals.selective_search import DEFAULT_MIN_SIZE, Strategy, selective_search
+from jaxcv.proposals.table import ProposalTable, pad_proposals, parse_split
 
 _FORMAT = 1
+
+#: The cache folder's name inside the data dir (:func:`default_cache_dir`).
+CACHE_DIRNAME = "jaxcv_proposals"
+#: The data dir when neither ``data_dir`` nor ``$JAXCV_DATA_DIR`` names one (tfds' default).
+_TFDS_DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
 def _mode_key(mode: str | tuple[Strategy, ...]) -> str:
@@ -166,6 +179,18 @@ def raw_examples(
     yield from tfds.as_numpy(ds)
 
 
+def default_cache_dir(data_dir: str | os.PathLike | None = None) -> str:
+    """``<data dir>/jaxcv_proposals``, the one place proposal caches go by default.
+
+    The data dir is ``data_dir``, else ``$JAXCV_DATA_DIR``
+    (:func:`jaxcv.data.info.resolve_data_dir`), else ``~/tensorflow_datasets``.
+    """
+    from jaxcv.data.info import resolve_data_dir
+
+    root = resolve_data_dir(data_dir) or os.path.expanduser(_TFDS_DEFAULT_DATA_DIR)
+    return os.path.join(root, CACHE_DIRNAME)
+
+
 def default_cache_path(
     name: str,
     split: str,
@@ -174,15 +199,14 @@ def default_cache_path(
     max_proposals: int | None,
     *,
     cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> str:
     """``CACHE_DIR/<name>-<split>-<mode>-n<count>-max<max>.npz`` (``/`` in names -> ``_``).
 
-    ``cache_dir`` defaults to ``$JAXCV_DATA_DIR/jaxcv_proposals`` (else
-    ``~/tensorflow_datasets/jaxcv_proposals``).
+    ``cache_dir`` defaults to :func:`default_cache_dir` of ``data_dir``.
     """
     if cache_dir is None:
-        root = os.environ.get("JAXCV_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-        cache_dir = os.path.join(root, "jaxcv_proposals")
+        cache_dir = default_cache_dir(data_dir)
     stem = f"{name}-{split}-{mode}-n{num_images}-max{max_proposals or 'all'}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
     return os.path.join(os.fspath(cache_dir), f"{safe}.npz")
@@ -231,7 +255,9 @@ def dataset_proposals(
         count = int(num_images)
     else:
         count = sum(1 for _ in raw_examples(name, split, data_dir=data_dir))
-    path = default_cache_path(name, split, mode, count, max_proposals, cache_dir=cache_dir)
+    path = default_cache_path(
+        name, split, mode, count, max_proposals, cache_dir=cache_dir, data_dir=data_dir
+    )
     images = (ex["image"] for ex in raw_examples(name, split, data_dir=data_dir, num_images=count))
     return compute_proposals(
         images,
@@ -243,3 +269,45 @@ def dataset_proposals(
         num_images=count,
         desc=f"selective search {name} {split} ({mode})",
     )
+
+
+def split_proposals(
+    name: str,
+    split: str,
+    num_proposals: int,
+    *,
+    mode: str = "fast",
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ProposalTable:
+    """Cached selective-search proposals of ``split`` (``"test"``, ``"train[:1500]"``) padded to
+    ``num_proposals`` (computed on first use, with a progress bar).
+
+    A prefix ``"train[:1500]"`` of a split whose whole cache exists is read from that cache;
+    otherwise the prefix has its own cache file. ``cache_dir``: see :func:`default_cache_path`.
+
+    Raises:
+      ValueError: a split that is no name with an optional prefix slice
+        (:func:`jaxcv.proposals.table.parse_split`), or unknown.
+    """
+    from jaxcv.data import get_info
+
+    split_name, count = parse_split(split)
+    if count is not None:
+        total = get_info(name, data_dir).splits.get(split_name)
+        whole = (
+            None
+            if total is None
+            else default_cache_path(
+                name, split_name, mode, total, None, cache_dir=cache_dir, data_dir=data_dir
+            )
+        )
+        if whole is not None and count <= total and os.path.exists(whole):
+            boxes = dataset_proposals(
+                name, split_name, mode=mode, data_dir=data_dir, cache_dir=cache_dir
+            )
+            return pad_proposals(boxes[:count], num_proposals)
+    boxes = dataset_proposals(
+        name, split_name, mode=mode, num_images=count, data_dir=data_dir, cache_dir=cache_dir
+    )
+    return pad_proposals(boxes, num_proposals)

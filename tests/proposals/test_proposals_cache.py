@@ -1,5 +1,7 @@
 """Whole-dataset proposals: computed once, cached on disk, reused; recall and MABO."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from jaxcv.proposals import (
     cache,
     compute_proposals,
     dataset_proposals,
+    default_cache_dir,
     default_cache_path,
     mean_best_overlap,
     proposal_recall,
@@ -94,6 +97,19 @@ def test_default_cache_path_is_keyed(tmp_path):
     assert path == str(tmp_path / "shapes_multi-test-fast-n50-maxall.npz")
     other = default_cache_path("shapes/multi", "test", "quality", 50, 100, cache_dir=tmp_path)
     assert other != path
+
+
+def test_default_cache_dir_is_in_the_data_dir(tmp_path, monkeypatch):
+    """One rule: ``data_dir``, else ``$JAXCV_DATA_DIR``, else ``~/tensorflow_datasets``."""
+    given, env = tmp_path / "given", tmp_path / "env"
+    monkeypatch.setenv("JAXCV_DATA_DIR", str(env))
+    assert default_cache_dir(given) == str(given / "jaxcv_proposals")
+    assert default_cache_dir() == str(env / "jaxcv_proposals")
+    path = default_cache_path("digits", "test", "fast", 5, None, data_dir=given)
+    assert path == str(given / "jaxcv_proposals" / "digits-test-fast-n5-maxall.npz")
+    monkeypatch.delenv("JAXCV_DATA_DIR")
+    home = os.path.expanduser("~/tensorflow_datasets")
+    assert default_cache_dir() == os.path.join(home, "jaxcv_proposals")
 
 
 def _np_iou(a, b):

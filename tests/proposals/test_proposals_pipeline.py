@@ -6,12 +6,8 @@ import tensorflow_datasets as tfds
 
 from jaxcv import data
 from jaxcv.proposals import raw_examples
-from jaxcv.proposals.pipeline import (
-    ProposalTable,
-    pad_proposals,
-    parse_split,
-    proposal_table,
-)
+from jaxcv.proposals.pipeline import proposal_table
+from jaxcv.proposals.table import ProposalTable, pad_proposals, parse_split
 
 KEYS = ("image", "boxes", "classes", "valid", "original_size")
 W = 128.0
