@@ -1,86 +1,36 @@
-"""tf.data input pipelines: decode -> batch keys -> augment -> resize or pad -> normalise ->
-pad objects -> batch.
+"""tf.data input pipelines: read and decode -> join proposals -> shuffle, repeat -> augment ->
+resize or pad -> normalise -> pad objects -> batch.
 
-See :func:`make_pipeline`. The batch keys follow :mod:`jaxcv.types`; extra keys are
-``example_valid (B,)`` bool (evaluation), ``ignore (B, M)`` bool (VOC difficult / COCO crowd)
-and ``original_size (B, 2)`` int32 (image ``(H, W)`` as stored, for mapping boxes back).
+:func:`make_pipeline` composes the stages below, each a function of a :class:`_Plan` (its
+checked arguments): :func:`jaxcv.data.reading.read_examples` (this process's share of the
+split, decoded), :func:`_join_and_cache` (external proposals, :mod:`jaxcv.data.proposals`),
+:func:`_shuffle_and_repeat`, then either :func:`_batch_then_transform` (fixed-shape images
+and labels: vectorised transforms of :mod:`jaxcv.data.batched`) or
+:func:`_transform_then_batch` (:func:`_transform_example` on each example; evaluation batches
+padded by :func:`_eval_batches`).
+
+The batch keys follow :mod:`jaxcv.types`; extra keys are ``example_valid (B,)`` bool
+(evaluation), ``ignore (B, M)`` bool (VOC difficult / COCO crowd) and ``original_size (B, 2)``
+int32 (image ``(H, W)`` as stored, for mapping boxes back).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from jaxcv.data import batched
 from jaxcv.data import transforms as T
-from jaxcv.data.info import load_builder, prepare
 from jaxcv.data.proposals import join_proposals, mask_padding
-from jaxcv.data.registry import FITS, DatasetSpec, get_spec, not_prepared_error
-from jaxcv.types import BOXES, EXAMPLE_VALID, IGNORE_LABEL, IMAGE, VALID
+from jaxcv.data.reading import read_examples, shard_is_short, wanted_keys
+from jaxcv.data.registry import FITS, DatasetSpec, get_spec
+from jaxcv.types import BOXES, EXAMPLE_VALID, IGNORE_LABEL, IMAGE
 
 DEFAULT_SHUFFLE_BUFFER = 2048
-
-
-def _nested(path: tuple[str, ...], leaf) -> dict:
-    out = leaf
-    for part in reversed(path):
-        out = {part: out}
-    return out
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = _merge(out[key], value) if key in out else value
-    return out
-
-
-def _drop_path(example: dict, path: tuple[str, ...]) -> dict:
-    out = dict(example)
-    if len(path) == 1:
-        out.pop(path[0], None)
-    elif path[0] in out:
-        out[path[0]] = _drop_path(out[path[0]], path[1:])
-    return out
-
-
-def _wanted_keys(spec: DatasetSpec, keys: Sequence[str] | None) -> tuple[str, ...]:
-    available = (*spec.keys, VALID) if spec.has_objects else spec.keys
-    if keys is None:
-        return available
-    unknown = [k for k in keys if k not in available]
-    if unknown:
-        raise ValueError(f"{spec.name!r} has no keys {unknown}; available: {list(available)}")
-    if spec.has_objects and any(k in keys for k in (*T.OBJECT_KEYS, VALID)):
-        keys = (*keys, BOXES) if BOXES not in keys else keys  # padding needs the boxes
-    return (*keys, IMAGE) if IMAGE not in keys else tuple(keys)
-
-
-def _read(spec, split, *, data_dir, train, seed, skipped, process_index, process_count):
-    """The decoded tfds dataset of this process's shard of ``split``."""
-    if spec.builtin:
-        prepare(spec.name, data_dir)  # generates once; a no-op when cached
-    builder = load_builder(spec, data_dir)
-    if process_count > 1:
-        split = tfds.even_splits(split, n=process_count, drop_remainder=train)[process_index]
-    decoders = {}
-    for path in skipped:
-        decoders = _merge(decoders, _nested(path, tfds.decode.SkipDecoding()))
-    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
-    try:
-        return builder.as_dataset(
-            split=split,
-            shuffle_files=train,
-            decoders=decoders or None,
-            read_config=read_config,
-        )
-    except AssertionError as error:  # tfds' "could not find data" check
-        if "could not find data" not in str(error):
-            raise
-        raise not_prepared_error(spec, os.fspath(builder.data_dir_root)) from None
 
 
 def make_pipeline(
@@ -152,147 +102,258 @@ def make_pipeline(
       ValueError: unknown dataset or key, bad sizes or process indices.
       DatasetNotPreparedError: a real dataset that is not in the data dir.
     """
-    spec = get_spec(name)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0 <= process_index < process_count:
-        raise ValueError(
-            f"need 0 <= process_index < process_count, got {process_index}, {process_count}"
-        )
+    plan = _Plan(
+        get_spec(name),
+        split,
+        batch_size,
+        train=train,
+        seed=seed,
+        image_size=image_size,
+        augment=augment,
+        max_objects=max_objects,
+        data_dir=data_dir,
+        repeat=repeat,
+        drop_remainder=drop_remainder,
+        process_index=process_index,
+        process_count=process_count,
+        deterministic=deterministic,
+        keys=keys,
+        grayscale_to_rgb=grayscale_to_rgb,
+        shuffle_buffer=shuffle_buffer,
+        proposals=proposals,
+        fit=fit,
+    )
+    ds = _shuffle_and_repeat(_join_and_cache(_examples(plan), plan), plan)
+    if plan.batch_first:
+        ds = _batch_then_transform(ds, plan)
+    else:
+        ds = _transform_then_batch(ds, plan)
+    return _with_options(ds, plan.deterministic)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Plan:
+    """The arguments of :func:`make_pipeline` with the dataset's ``spec``, checked when made.
+
+    ``image_size`` becomes a tuple, ``fit`` and ``drop_remainder`` get their defaults; the
+    properties derive what the stages need.
+
+    Raises:
+      ValueError: bad sizes, process indices, ``fit`` or keys; proposals with processes.
+    """
+
+    spec: DatasetSpec
+    split: str
+    batch_size: int
+    train: bool
+    seed: int
+    image_size: tuple[int, int] | None
+    augment: bool
+    max_objects: int
+    data_dir: str | os.PathLike | None
+    repeat: bool | int | None
+    drop_remainder: bool
+    process_index: int
+    process_count: int
+    deterministic: bool
+    keys: Sequence[str] | None
+    grayscale_to_rgb: bool
+    shuffle_buffer: int | None
+    proposals: object
+    fit: str
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.process_index < self.process_count:
+            raise ValueError(
+                "need 0 <= process_index < process_count, "
+                f"got {self.process_index}, {self.process_count}"
+            )
+        resolved = {
+            "image_size": _checked_image_size(self.spec, self.image_size),
+            "fit": self.spec.fit if self.fit is None else self.fit,
+            "drop_remainder": self.train if self.drop_remainder is None else self.drop_remainder,
+        }
+        for field, value in resolved.items():
+            object.__setattr__(self, field, value)  # the documented way for frozen dataclasses
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
+        _ = self.wanted  # unknown keys raise here
+        if self.proposals is not None and self.process_count > 1:
+            raise ValueError("external proposals are joined by position: use process_count=1")
+
+    @functools.cached_property
+    def wanted(self) -> tuple[str, ...]:
+        """The keys decoded (:func:`jaxcv.data.reading.wanted_keys`)."""
+        return wanted_keys(self.spec, self.keys)
+
+    @property
+    def keep_boxes(self) -> bool:
+        """Whether ``boxes`` is a batch key (else it is decoded only for padding objects)."""
+        return BOXES in (self.keys or self.wanted)
+
+    @property
+    def epochs(self) -> int | None:
+        """Passes over the split (None: forever); ``repeat`` defaults to ``train``."""
+        repeat = self.train if self.repeat is None else self.repeat
+        return None if repeat is True else max(1, int(repeat))
+
+    @property
+    def batch_first(self) -> bool:
+        """Training batches transformed whole (:func:`jaxcv.data.batched.can_batch`)."""
+        spec = self.spec
+        return self.train and batched.can_batch(
+            self.wanted, spec.image_shape, spec.augmentation, augment=self.augment,
+            fit=self.fit, proposals=self.proposals,
+        )  # fmt: skip
+
+
+def _checked_image_size(spec: DatasetSpec, image_size) -> tuple[int, int] | None:
+    """``image_size`` as an ``(H, W)`` tuple of ints (None: the images' stored size)."""
     if image_size is not None:
         image_size = tuple(int(s) for s in image_size)
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be (H, W) positive, got {image_size}")
     elif None in spec.image_shape[:2]:
-        raise ValueError(f"{name!r} has images of varying size: pass image_size=(H, W)")
-    fit = spec.fit if fit is None else fit
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-    wanted = _wanted_keys(spec, keys)
-    skipped = [p for k, p in spec.optional_features.items() if k not in wanted]
-    if repeat is None:
-        repeat = train
-    epochs = None if repeat is True else max(1, int(repeat))
-    drop_remainder = train if drop_remainder is None else drop_remainder
+        raise ValueError(f"{spec.name!r} has images of varying size: pass image_size=(H, W)")
+    return image_size
 
-    if proposals is not None and process_count > 1:
-        raise ValueError("external proposals are joined by position: use process_count=1")
-    ds = _read(
-        spec,
-        split,
-        data_dir=data_dir,
-        train=train and proposals is None,
-        seed=seed,
-        skipped=skipped,
-        process_index=process_index,
-        process_count=process_count,
+
+def _examples(plan: _Plan) -> tf.data.Dataset:
+    """The decoded examples of this process's share of the split. With proposals, the files
+    are read in order: the proposal rows are joined by position."""
+    return read_examples(
+        plan.spec,
+        plan.split,
+        plan.wanted,
+        data_dir=plan.data_dir,
+        train=plan.train,
+        shuffle_files=plan.train and plan.proposals is None,
+        seed=plan.seed,
+        process_index=plan.process_index,
+        process_count=plan.process_count,
+        deterministic=plan.deterministic,
     )
 
-    def to_example(ex: dict) -> dict:
-        for path in skipped:
-            ex = _drop_path(ex, path)
-        example = spec.to_example(ex)
-        return {k: v for k, v in example.items() if k in wanted}
 
-    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if proposals is not None:
-        ds = join_proposals(ds, proposals)
-    if spec.cache:
-        ds = ds.cache()
-    if train:
-        if shuffle_buffer is None:
+def _join_and_cache(ds: tf.data.Dataset, plan: _Plan) -> tf.data.Dataset:
+    """Joins the external proposals (before anything reorders the examples) and caches the
+    decoded examples of datasets small enough (``DatasetSpec.cache``)."""
+    if plan.proposals is not None:
+        ds = join_proposals(ds, plan.proposals)
+    return ds.cache() if plan.spec.cache else ds
+
+
+def _shuffle_and_repeat(ds: tf.data.Dataset, plan: _Plan) -> tf.data.Dataset:
+    """Training: a seeded shuffle, reshuffled each epoch (buffer: the whole split when cached,
+    else :data:`DEFAULT_SHUFFLE_BUFFER`, unless ``shuffle_buffer``). Then ``epochs`` passes."""
+    if plan.train:
+        buffer = plan.shuffle_buffer
+        if buffer is None:
             size = int(ds.cardinality())
-            shuffle_buffer = size if spec.cache and size > 0 else DEFAULT_SHUFFLE_BUFFER
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat(epochs) if epochs != 1 else ds
+            buffer = size if plan.spec.cache and size > 0 else DEFAULT_SHUFFLE_BUFFER
+        ds = ds.shuffle(buffer, seed=plan.seed, reshuffle_each_iteration=True)
+    return ds.repeat(plan.epochs) if plan.epochs != 1 else ds
 
-    aug = spec.augmentation
-    base_seed = tf.constant([seed, process_index], tf.int64)
 
-    def seeds_of(index: tf.Tensor) -> tf.Tensor:
-        """``(3, 2)`` augmentation seeds of the example (or batch) ``index`` of this process."""
-        return tf.random.experimental.stateless_split(
-            tf.stack([base_seed[0], base_seed[1] * (1 << 40) + index]), 3
-        )
-
-    if train and batched.can_batch(
-        wanted, spec.image_shape, aug, augment=augment, fit=fit, proposals=proposals
-    ):
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
-        ds = ds.map(
-            lambda index, batch: batched.transform(
-                batch, seeds_of(index), aug, augment=augment, image_size=image_size,
-                grayscale_to_rgb=grayscale_to_rgb, mean=spec.mean, std=spec.std,
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
-        )  # fmt: skip
-        return _with_options(ds, deterministic)
-
-    def process(index: tf.Tensor, example: dict) -> dict:
-        if train and augment:
-            seeds = seeds_of(index)
-            if aug.hflip:
-                example = T.random_flip(example, seeds[0])
-            # Shifts and crops would cut external proposals: with them, the flip only.
-            if aug.translate and proposals is None:
-                example = T.random_translate(example, seeds[1], aug.translate)
-            if aug.crop_min_scale is not None and proposals is None:
-                example = T.random_resized_crop(
-                    example,
-                    seeds[2],
-                    aug.crop_min_scale,
-                    out_size=image_size if fit == "resize" else None,
-                )
-        resized = tuple(example[IMAGE].shape[:2]) == image_size
-        if image_size is not None and fit == "resize" and not resized:
-            example = T.resize(example, image_size)
-        if grayscale_to_rgb and example[IMAGE].shape[-1] == 1:
-            example = T.grayscale_to_rgb(example)
-        example = T.normalize(example, spec.mean, spec.std)
-        if image_size is not None and fit == "pad":
-            example = T.pad_to_size(example, image_size, ignore_label=IGNORE_LABEL)
-        if proposals is not None:
-            example = mask_padding(example)
-        if BOXES in example:
-            example = T.pad_objects(example, max_objects)
-            if BOXES not in (keys or wanted):
-                example.pop(BOXES)
-        if not train:
-            example[EXAMPLE_VALID] = tf.constant(True)
-        return example
-
-    ds = ds.enumerate().map(
-        process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+def _augmentation_seeds(plan: _Plan, index: tf.Tensor) -> tf.Tensor:
+    """``(3, 2)`` stateless seeds of the example (or batch) ``index`` of this process: flip,
+    translation, crop."""
+    base = tf.constant([plan.seed, plan.process_index], tf.int64)
+    return tf.random.experimental.stateless_split(
+        tf.stack([base[0], base[1] * (1 << 40) + index]), 3
     )
-    if not train and _eval_shard_is_short(spec, split, data_dir, process_index, process_count):
-        # Shares of an uneven split differ by one example; a blank one (example_valid False)
-        # gives every process the same number of batches, so multi-host eval steps line up.
+
+
+def _batch_then_transform(ds: tf.data.Dataset, plan: _Plan) -> tf.data.Dataset:
+    """Training batches of fixed-shape images and labels, transformed a whole batch at a time
+    (:func:`jaxcv.data.batched.transform`; the same steps as :func:`_transform_example`)."""
+    spec = plan.spec
+
+    def transform(index: tf.Tensor, batch: dict) -> dict:
+        return batched.transform(
+            batch, _augmentation_seeds(plan, index), spec.augmentation, augment=plan.augment,
+            image_size=plan.image_size, grayscale_to_rgb=plan.grayscale_to_rgb,
+            mean=spec.mean, std=spec.std,
+        )  # fmt: skip
+
+    ds = ds.batch(plan.batch_size, drop_remainder=plan.drop_remainder).enumerate()
+    return ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=plan.deterministic)
+
+
+def _transform_then_batch(ds: tf.data.Dataset, plan: _Plan) -> tf.data.Dataset:
+    """:func:`_transform_example` on each example, then batches (:func:`_eval_batches` for
+    evaluation)."""
+    ds = ds.enumerate().map(
+        lambda index, example: _transform_example(plan, index, example),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=plan.deterministic,
+    )
+    if plan.train:
+        return ds.batch(plan.batch_size, drop_remainder=plan.drop_remainder)
+    return _eval_batches(ds, plan)
+
+
+def _transform_example(plan: _Plan, index: tf.Tensor, example: dict) -> dict:
+    """One example of :func:`make_pipeline`'s batches: augmented (training, ``augment``),
+    fitted to ``image_size``, normalised, objects padded to ``max_objects``; marked
+    ``example_valid`` for evaluation."""
+    if plan.train and plan.augment:
+        example = _augment(plan, example, _augmentation_seeds(plan, index))
+    example = _fit_and_normalize(plan, example)
+    if plan.proposals is not None:
+        example = mask_padding(example)
+    if BOXES in example:
+        example = T.pad_objects(example, plan.max_objects)
+        if not plan.keep_boxes:
+            example.pop(BOXES)
+    if not plan.train:
+        example[EXAMPLE_VALID] = tf.constant(True)
+    return example
+
+
+def _augment(plan: _Plan, example: dict, seeds: tf.Tensor) -> dict:
+    """The dataset's training augmentation (``DatasetSpec.augmentation``) with ``(3, 2)``
+    ``seeds``. Shifts and crops would cut external proposals: with them, the flip only."""
+    aug = plan.spec.augmentation
+    if aug.hflip:
+        example = T.random_flip(example, seeds[0])
+    if aug.translate and plan.proposals is None:
+        example = T.random_translate(example, seeds[1], aug.translate)
+    if aug.crop_min_scale is not None and plan.proposals is None:
+        out_size = plan.image_size if plan.fit == "resize" else None
+        example = T.random_resized_crop(example, seeds[2], aug.crop_min_scale, out_size=out_size)
+    return example
+
+
+def _fit_and_normalize(plan: _Plan, example: dict) -> dict:
+    """Resize to ``image_size`` (``fit="resize"``), grey to RGB, normalise with the dataset's
+    mean/std, then pad to ``image_size`` (``fit="pad"``, ``segmentation`` with 255)."""
+    image_size = plan.image_size
+    resized = tuple(example[IMAGE].shape[:2]) == image_size
+    if image_size is not None and plan.fit == "resize" and not resized:
+        example = T.resize(example, image_size)
+    if plan.grayscale_to_rgb and example[IMAGE].shape[-1] == 1:
+        example = T.grayscale_to_rgb(example)
+    example = T.normalize(example, plan.spec.mean, plan.spec.std)
+    if image_size is not None and plan.fit == "pad":
+        example = T.pad_to_size(example, image_size, ignore_label=IGNORE_LABEL)
+    return example
+
+
+def _eval_batches(ds: tf.data.Dataset, plan: _Plan) -> tf.data.Dataset:
+    """Evaluation batches: every process gets the same number (a blank example,
+    ``example_valid`` False, ends a share one shorter than the first's) and the last batch
+    is padded to ``B`` with zeros / False (unless ``drop_remainder``)."""
+    if shard_is_short(plan.spec, plan.split, plan.data_dir, plan.process_index, plan.process_count):
+        # Multi-host evaluation steps line up only when all processes have as many batches.
         blank = ds.take(1).map(lambda ex: {k: tf.zeros_like(v) for k, v in ex.items()})
         ds = ds.concatenate(blank)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if not train and not drop_remainder:
-        ds = ds.map(lambda b: _pad_batch(b, batch_size), num_parallel_calls=tf.data.AUTOTUNE)
-    return _with_options(ds, deterministic)
-
-
-def _with_options(ds: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    options.experimental_optimization.map_parallelization = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def _eval_shard_is_short(spec, split, data_dir, process_index, process_count) -> bool:
-    """Whether this process's even share of ``split`` has one example fewer than the first's
-    (tfds.even_splits gives the remainder to the first processes)."""
-    if process_count == 1:
-        return False
-    try:
-        total = load_builder(spec, data_dir).info.splits[split].num_examples
-    except (KeyError, ValueError):  # split sizes unknown (e.g. tfds mock data)
-        return False
-    remainder = total % process_count
-    return remainder > 0 and process_index >= remainder
+    ds = ds.batch(plan.batch_size, drop_remainder=plan.drop_remainder)
+    if not plan.drop_remainder:
+        ds = ds.map(lambda b: _pad_batch(b, plan.batch_size), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
 
 
 def _pad_batch(batch: dict, batch_size: int) -> dict:
@@ -303,6 +364,13 @@ def _pad_batch(batch: dict, batch_size: int) -> dict:
         value = tf.pad(value, [[0, pad]] + [[0, 0]] * (value.shape.rank - 1))
         out[key] = tf.ensure_shape(value, [batch_size, *value.shape[1:]])
     return out
+
+
+def _with_options(ds: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 class CorruptDataError(ValueError):
