@@ -1,11 +1,11 @@
 """Augmentation of whole classification batches: one tf.data map call per batch, not per image.
 
-A per-example ``map`` costs tens of microseconds of tf.data overhead per image, more than a
-small classifier's train step spends on it (the per-example digits pipeline ran at 1.9x its step).
-For batches of fixed-shape images and labels only, :func:`jaxcv.data.make_pipeline` batches
-first and applies these vectorised versions of :func:`jaxcv.data.transforms.random_flip` and
-:func:`jaxcv.data.transforms.random_translate`: the same operation on every image with its own
-random draw.
+A per-example ``map`` pays tf.data's per-call overhead on every image, which for a small
+classifier can exceed what its train step spends on the image (both are measured by
+``experiments/bench/input_pipeline.py``). For batches of fixed-shape images and labels only,
+:func:`jaxcv.data.make_pipeline` batches first and applies these vectorised versions of
+:func:`jaxcv.data.transforms.random_flip` and :func:`jaxcv.data.transforms.random_translate`:
+the same operation on every image with its own random draw.
 """
 
 from collections.abc import Sequence
