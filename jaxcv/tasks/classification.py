@@ -4,11 +4,13 @@
 classifier module ``model.apply(variables, images (B, H, W, C), train=...) -> logits (B, K)``.
 :class:`ClassificationEvaluator` accumulates accuracy, top-5 accuracy (when ``K > 5``), the mean
 cross-entropy and a confusion matrix over an evaluation pass, skipping padded examples
-(``example_valid``).
+(``example_valid``). :func:`task_from_config` builds the task of ``config.task ==
+"classification"`` with its :class:`ClassificationSettings`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcv import types
+from jaxcv.tasks.inputs import batch_images
+from jaxcv.tasks.settings import replace_settings, settings_from_config
+
+__all__ = [
+    "ClassificationEvaluator",
+    "ClassificationSettings",
+    "ClassificationTask",
+    "softmax_cross_entropy",
+    "task_from_config",
+]
 
 
 def _check_logits_labels(logits, labels) -> None:
@@ -55,6 +67,24 @@ def softmax_cross_entropy(
     return jnp.where((labels >= 0) & (labels < num_classes), losses, jnp.nan)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClassificationSettings:
+    """Hyperparameters of :class:`ClassificationTask`, from ``config.classification``.
+
+    Attributes:
+      label_smoothing: ``eps`` in ``[0, 1)`` of the training loss (the evaluator's loss is the
+        plain cross-entropy). Read from ``config.classification.label_smoothing``, else from
+        ``config.train.label_smoothing``, where configs kept it before the section existed
+        (``experiments/cifar10_resnet18.py``, older run folders); the section wins.
+    """
+
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+
+
 class ClassificationTask:
     """The ``Task`` protocol for image classifiers.
 
@@ -62,15 +92,21 @@ class ClassificationTask:
       model: a Linen module mapping images ``(B, H, W, C)`` to logits ``(B, K)``; it takes
         ``train=bool``, keeps BatchNorm statistics in ``batch_stats`` and uses the ``dropout``
         rng.
-      label_smoothing: label-smoothing ``eps`` of the training loss (the evaluator's loss is the
-        plain cross-entropy).
+      settings: :class:`ClassificationSettings` (default: the class defaults).
+      **overrides: fields of :class:`ClassificationSettings` replacing those of ``settings``
+        (``label_smoothing=0.1``).
     """
 
-    def __init__(self, model: nn.Module, *, label_smoothing: float = 0.0):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
+    def __init__(
+        self, model: nn.Module, settings: ClassificationSettings | None = None, **overrides: Any
+    ):
         self.model = model
-        self.label_smoothing = float(label_smoothing)
+        self.settings = replace_settings(settings or ClassificationSettings(), overrides)
+
+    @property
+    def label_smoothing(self) -> float:
+        """``settings.label_smoothing``."""
+        return self.settings.label_smoothing
 
     def init_variables(self, rng: jax.Array, batch: dict[str, Any]) -> dict:
         """Initialise the model's variables from ``batch['image'] (B, H, W, C)``.
@@ -78,9 +114,7 @@ class ClassificationTask:
         Returns:
           ``{'params': ..., 'batch_stats': ...}`` (``batch_stats`` only for models with BatchNorm).
         """
-        images = jnp.asarray(batch[types.IMAGE])
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         params_rng, dropout_rng = jax.random.split(rng)
         variables = self.model.init(
             {"params": params_rng, "dropout": dropout_rng}, images, train=False
@@ -111,9 +145,7 @@ class ClassificationTask:
           ``(loss, (metrics, new_model_state))``: scalar float32 loss, metrics ``loss`` and
           ``accuracy`` (scalars), and the updated ``model_state`` (unchanged when not training).
         """
-        images, labels = batch[types.IMAGE], batch[types.LABEL]
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images, labels = batch_images(batch), batch[types.LABEL]
         variables = {"params": params, **(model_state or {})}
         logits, updates = self._apply(variables, images, rng, train)
         _check_logits_labels(logits, labels)
@@ -138,9 +170,7 @@ class ClassificationTask:
         Returns:
           ``logits (B, K)`` float32, ``probs (B, K)`` float32 softmax, ``pred_label (B,)`` int32.
         """
-        images = batch[types.IMAGE]
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         logits = self.model.apply(variables, images, train=False).astype(jnp.float32)
         if logits.ndim != 2:
             raise ValueError(f"the model must return logits (B, K); got shape {logits.shape}")
@@ -223,3 +253,13 @@ class ClassificationEvaluator:
         if self.num_classes is not None and self.num_classes > 5:
             out["top5_accuracy"] = self._top5 / n if n else float("nan")
         return out
+
+
+def task_from_config(config: Any, model: nn.Module) -> ClassificationTask:
+    """The task of ``config.task == "classification"`` around ``model``, with its
+    :class:`ClassificationSettings` from ``config.classification`` (``label_smoothing`` also
+    from ``config.train``)."""
+    settings = settings_from_config(
+        ClassificationSettings, config, "classification", fallbacks={"label_smoothing": "train"}
+    )
+    return ClassificationTask(model, settings)

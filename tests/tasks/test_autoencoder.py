@@ -9,13 +9,11 @@ import pytest
 
 from jaxcv.models.autoencoder import Autoencoder
 from jaxcv.models.vae import VAE
+from jaxcv.tasks import autoencoder as autoencoder_tasks
 from jaxcv.tasks import likelihood as lk
-from jaxcv.tasks.autoencoder import (
-    AutoencoderTask,
-    VAETask,
-    make_autoencoder_task,
-    make_vae_task,
-)
+from jaxcv.tasks import vae as vae_tasks
+from jaxcv.tasks.autoencoder import AutoencoderTask
+from jaxcv.tasks.vae import VAETask
 
 MEAN, STD = 0.3054, 0.376
 
@@ -228,10 +226,10 @@ def test_constructors_read_the_config():
             "unsupervised": {"beta": 0.5, "iwae_samples": 100, "likelihood": "bernoulli"},
         }
     )
-    vae_task = make_vae_task(config, VAE(latent_dim=2))
+    vae_task = vae_tasks.task_from_config(config, VAE(latent_dim=2))
     assert vae_task.beta == 0.5 and vae_task.iwae_samples == 100 and vae_task.eval_seed == 3
     np.testing.assert_allclose(vae_task.pixel_mean, [MEAN])
-    ae_task = make_autoencoder_task(config, Autoencoder(latent_dim=2))
+    ae_task = autoencoder_tasks.task_from_config(config, Autoencoder(latent_dim=2))
     assert ae_task.loss == "mse" and not ae_task.binarize
     with pytest.raises(ValueError, match="unknown likelihood"):
         VAETask(VAE(), likelihood="poisson")
@@ -239,3 +237,18 @@ def test_constructors_read_the_config():
         VAETask(VAE(), iwae_samples=150, iwae_chunk=100)
     with pytest.raises(ValueError, match="unknown autoencoder loss"):
         AutoencoderTask(Autoencoder(), loss="l1")
+
+
+def test_the_unsupervised_section_is_shared_with_the_studies():
+    """Study keys and the other task's keys are skipped; a typo is rejected with the keys."""
+    config = ml_collections.ConfigDict(
+        {
+            "data": {"name": "digits"},
+            "unsupervised": {"loss": "bce", "iwae_ks": (1, 10), "num_interpolations": 4},
+        }
+    )
+    assert autoencoder_tasks.task_from_config(config, Autoencoder(latent_dim=2)).loss == "bce"
+    assert vae_tasks.task_from_config(config, VAE(latent_dim=2)).iwae_samples == 0
+    config.unsupervised.betta = 2.0
+    with pytest.raises(ValueError, match=r"'betta' in config\.unsupervised; valid keys: beta"):
+        vae_tasks.task_from_config(config, VAE(latent_dim=2))
