@@ -30,27 +30,29 @@ Datasets without an image-level ``label`` (e.g. VOC) use the first valid object'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from jaxcv import types
 from jaxcv.ops.boxes import clip_boxes, decode_boxes, elementwise_box_iou, encode_boxes
 from jaxcv.ops.losses import smooth_l1, softmax_cross_entropy
+from jaxcv.tasks.inputs import batch_images, check_image_batch
+from jaxcv.tasks.settings import replace_settings, settings_from_config
 from jaxcv.tasks.window_sampling import WindowLabel, WindowSampling, training_windows
 
 __all__ = [
     "LOCALIZATION_KEYS",
     "LocalizationEvaluator",
+    "LocalizationSettings",
     "LocalizationTask",
     "image_labels",
     "localization_metrics",
-    "make_localization_task",
+    "task_from_config",
 ]
 
 BOX_LOSSES = ("smooth_l1", "l2")
@@ -60,8 +62,7 @@ LOCALIZATION_KEYS = (types.IMAGE, types.BOXES, types.CLASSES, types.VALID)
 
 def _check_batch(batch: dict[str, Any]) -> None:
     images = batch[types.IMAGE]
-    if images.ndim != 4:
-        raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+    check_image_batch(images)
     b = images.shape[0]
     if types.LABEL in batch and tuple(batch[types.LABEL].shape) != (b,):
         raise ValueError(f"batch['label'] must be ({b},); got shape {batch[types.LABEL].shape}")
@@ -119,6 +120,46 @@ def _select(deltas: jax.Array, classes: jax.Array) -> jax.Array:
     return jnp.take_along_axis(deltas, classes[:, None, None], axis=1)[:, 0]
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalizationSettings:
+    """Hyperparameters of :class:`LocalizationTask`, from ``config.localization``.
+
+    Attributes:
+      box_loss: ``"smooth_l1"`` or ``"l2"`` (``0.5 * x**2``), summed over the 4 deltas.
+      box_loss_weight: weight of the box loss against the class loss.
+      box_weights: ``(wx, wy, ww, wh)`` of the delta encoding.
+      smooth_l1_beta: the smooth-L1 transition point.
+      label_smoothing: label smoothing of the class loss. Read from
+        ``config.localization.label_smoothing``, else from ``config.train.label_smoothing``,
+        where configs kept it before (``experiments/shapes_localize.py``); the section wins.
+      window: ``(h, w)`` network input for scenes of another size, or None (the input is the
+        whole image). With a window, training samples ``R`` windows per scene
+        (:func:`jaxcv.tasks.window_sampling.training_windows`: object windows, background
+        windows with class ``K``, windows in between ignored), and evaluation resizes the
+        whole scene to the window and maps the predicted box back to the scene's pixels.
+      sampling: the window sampling settings (``config.localization.sampling`` holds the
+        fields of :class:`WindowSampling`).
+    """
+
+    box_loss: str = "smooth_l1"
+    box_loss_weight: float = 1.0
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0
+    label_smoothing: float = 0.0
+    window: tuple[int, int] | None = None
+    sampling: WindowSampling = dataclasses.field(default_factory=WindowSampling)
+
+    def __post_init__(self):
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}; got {self.box_loss!r}")
+        if self.box_loss_weight < 0:
+            raise ValueError(f"box_loss_weight must be >= 0; got {self.box_loss_weight}")
+        if min(self.box_weights) <= 0:
+            raise ValueError(f"box_weights must be 4 positive numbers; got {self.box_weights!r}")
+        if self.window is not None and min(self.window) < 1:
+            raise ValueError(f"window must be (h, w) positive or None; got {self.window!r}")
+
+
 class LocalizationTask:
     """The ``Task`` protocol for classification + localization.
 
@@ -126,56 +167,32 @@ class LocalizationTask:
       model: a module returning ``{"logits": (B, K) | (B, K + 1), "box_deltas": (B, 4) |
         (B, K, 4)}`` with ``num_classes`` (``K``) and ``background`` (whether the last logit
         is a background class) attributes, like :class:`~jaxcv.models.localizer.Localizer`.
-      box_loss: ``"smooth_l1"`` or ``"l2"`` (``0.5 * x**2``), summed over the 4 deltas.
-      box_loss_weight: weight of the box loss against the class loss.
-      box_weights: ``(wx, wy, ww, wh)`` of the delta encoding.
-      smooth_l1_beta: the smooth-L1 transition point.
-      label_smoothing: label smoothing of the class loss.
-      window: ``(h, w)`` network input for scenes of another size, or None (the input is the
-        whole image). With a window, training samples ``R`` windows per scene
-        (:func:`jaxcv.tasks.window_sampling.training_windows`: object windows, background
-        windows with class ``K``, windows in between ignored), and evaluation resizes the
-        whole scene to the window and maps the predicted box back to the scene's pixels.
-      sampling: the window sampling settings (default :class:`WindowSampling` ()).
+      settings: :class:`LocalizationSettings` (default: the class defaults).
+      **overrides: fields of :class:`LocalizationSettings` replacing those of ``settings``
+        (``sampling=None`` means the default :class:`WindowSampling`).
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        box_loss: str = "smooth_l1",
-        box_loss_weight: float = 1.0,
-        box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        smooth_l1_beta: float = 1.0,
-        label_smoothing: float = 0.0,
-        window: Sequence[int] | None = None,
-        sampling: WindowSampling | None = None,
+        self, model: nn.Module, settings: LocalizationSettings | None = None, **overrides: Any
     ):
-        if box_loss not in BOX_LOSSES:
-            raise ValueError(f"box_loss must be one of {BOX_LOSSES}; got {box_loss!r}")
-        if box_loss_weight < 0:
-            raise ValueError(f"box_loss_weight must be >= 0; got {box_loss_weight}")
-        if len(box_weights) != 4 or min(box_weights) <= 0:
-            raise ValueError(f"box_weights must be 4 positive numbers; got {box_weights!r}")
-        if window is not None and (len(window) != 2 or min(int(s) for s in window) < 1):
-            raise ValueError(f"window must be (h, w) positive or None; got {window!r}")
+        if overrides.get("sampling", WindowSampling()) is None:
+            overrides.pop("sampling")
+        self.settings = s = replace_settings(settings or LocalizationSettings(), overrides)
         self.model = model
         self.num_classes = int(model.num_classes)
         self.background = bool(getattr(model, "background", False))
-        self.box_loss = box_loss
-        self.box_loss_weight = float(box_loss_weight)
-        self.box_weights = tuple(float(w) for w in box_weights)
-        self.smooth_l1_beta = float(smooth_l1_beta)
-        self.label_smoothing = float(label_smoothing)
-        self.window = None if window is None else tuple(int(s) for s in window)
-        self.sampling = sampling if sampling is not None else WindowSampling()
+        self.box_loss = s.box_loss
+        self.box_loss_weight = s.box_loss_weight
+        self.box_weights = s.box_weights
+        self.smooth_l1_beta = s.smooth_l1_beta
+        self.label_smoothing = s.label_smoothing
+        self.window = s.window
+        self.sampling = s.sampling
 
     def init_variables(self, rng: jax.Array, batch: dict[str, Any]) -> dict:
         """Initialise from ``batch['image'] (B, H, W, C)`` (a window-sized input with
         ``window``): ``{'params', 'batch_stats'?}``."""
-        images = jnp.asarray(batch[types.IMAGE])
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         if self.window is not None:
             images = jnp.zeros((1, *self.window, images.shape[-1]), images.dtype)
         params_rng, dropout_rng = jax.random.split(rng)
@@ -325,9 +342,7 @@ class LocalizationTask:
           clipped to it (the predicted class's box when the regression is class-specific);
           with a background class also ``background_prob (B,)`` (of the ``K + 1``-way softmax).
         """
-        images = batch[types.IMAGE]
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         inputs, per_pixel = self._to_window(images)
         out = self.model.apply(variables, inputs, train=False)
         all_logits = out["logits"].astype(jnp.float32)
@@ -475,29 +490,16 @@ class LocalizationEvaluator:
         }
 
 
-def make_localization_task(config: ml_collections.ConfigDict, model: nn.Module) -> LocalizationTask:
-    """The task constructor for ``jaxcv.train.runtime.TASKS["localization"]``.
-
-    Reads the optional ``config.localization`` block: ``box_loss`` (``"smooth_l1"``|``"l2"``),
-    ``box_loss_weight``, ``box_weights``, ``smooth_l1_beta``, ``window`` (``(h, w)`` or None)
-    and ``sampling`` (the fields of :class:`WindowSampling`); and
-    ``config.train.label_smoothing``.
-    """
-    opts = config.get("localization") or ml_collections.ConfigDict()
-    window = opts.get("window", None)
-    sampling = opts.get("sampling", None)
-    if sampling is not None:
-        fields = {
-            k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(sampling).items()
-        }
-        sampling = WindowSampling(**fields)
-    return LocalizationTask(
-        model,
-        box_loss=opts.get("box_loss", "smooth_l1"),
-        box_loss_weight=float(opts.get("box_loss_weight", 1.0)),
-        box_weights=tuple(opts.get("box_weights", (10.0, 10.0, 5.0, 5.0))),
-        smooth_l1_beta=float(opts.get("smooth_l1_beta", 1.0)),
-        label_smoothing=float(config.train.get("label_smoothing", 0.0)),
-        window=None if window is None else tuple(int(v) for v in window),
-        sampling=sampling,
+def task_from_config(config: Any, model: nn.Module) -> LocalizationTask:
+    """The task of ``config.task == "localization"`` around ``model``, with its
+    :class:`LocalizationSettings` from ``config.localization`` (``label_smoothing`` also from
+    ``config.train``)."""
+    settings = settings_from_config(
+        LocalizationSettings, config, "localization", fallbacks={"label_smoothing": "train"}
     )
+    return LocalizationTask(model, settings)
+
+
+def make_localization_task(config: Any, model: nn.Module) -> LocalizationTask:
+    """Old name of :func:`task_from_config` (jaxcv/train/runtime.py still calls it)."""
+    return task_from_config(config, model)

@@ -21,6 +21,7 @@ truth / prediction colour overlays for the run report.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from jaxcv import types
 from jaxcv.eval.segmentation import SegmentationMetrics, metrics_from_confusion
 from jaxcv.models.patch_cnn import PatchCNN, dense_predict
 from jaxcv.ops.losses import softmax_cross_entropy
+from jaxcv.tasks.inputs import batch_images, check_image_batch
+from jaxcv.tasks.settings import replace_settings, settings_from_config
 
 PRED_KEY = "pred_segmentation"
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mIoU", "fwIoU")
@@ -41,8 +44,7 @@ METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mIoU", "fwIoU")
 
 def _images_and_labels(batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
     images, labels = batch[types.IMAGE], batch[types.SEGMENTATION]
-    if images.ndim != 4:
-        raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+    check_image_batch(images)
     if labels.shape != images.shape[:3]:
         raise ValueError(
             f"batch['segmentation'] must be (B, H, W) = {images.shape[:3]}; got shape "
@@ -69,6 +71,39 @@ def _masked_loss_and_accuracy(
     return loss, accuracy
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentationSettings:
+    """Hyperparameters of :class:`SegmentationTask`, from ``config.segmentation``.
+
+    Attributes:
+      ignore_label: target value excluded from the loss and the metrics.
+    """
+
+    ignore_label: int = types.IGNORE_LABEL
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSegmentationSettings(SegmentationSettings):
+    """Hyperparameters of :class:`PatchSegmentationTask`, from ``config.segmentation``.
+
+    Attributes:
+      pixels_per_image: ``N`` pixels sampled per image and training step.
+      balance_classes: class-balanced pixel sampling (see :func:`sample_pixels`).
+      chunk_size: pixels per forward pass in dense prediction.
+    """
+
+    pixels_per_image: int = 256
+    balance_classes: bool = True
+    chunk_size: int = 2048
+
+    def __post_init__(self):
+        if self.pixels_per_image < 1 or self.chunk_size < 1:
+            raise ValueError(
+                f"pixels_per_image and chunk_size must be >= 1; got {self.pixels_per_image}, "
+                f"{self.chunk_size}"
+            )
+
+
 class SegmentationTask:
     """The ``Task`` protocol for dense per-pixel classifiers (FCN, DeconvNet).
 
@@ -77,21 +112,32 @@ class SegmentationTask:
         ``train=bool``, keeps BatchNorm statistics in ``batch_stats`` and uses the ``dropout``
         rng.
       num_classes: ``K``, background included; the model's last axis must have this size.
-      ignore_label: target value excluded from the loss and the metrics.
+      settings: :class:`SegmentationSettings` (default: the class defaults).
+      **overrides: fields of the settings replacing those of ``settings`` (``ignore_label``).
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, *, ignore_label: int = 255):
+    settings_class = SegmentationSettings
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        settings: SegmentationSettings | None = None,
+        **overrides: Any,
+    ):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
                 f"num_classes must be an int >= 2 (with background); got {num_classes!r}"
             )
+        self.settings = replace_settings(settings or self.settings_class(), overrides)
+        ignore_label = self.settings.ignore_label
         if 0 <= ignore_label < num_classes:
             raise ValueError(
                 f"ignore_label {ignore_label} collides with a class in 0..{num_classes - 1}"
             )
         self.model = model
         self.num_classes = num_classes
-        self.ignore_label = int(ignore_label)
+        self.ignore_label = ignore_label
 
     def _check_logits(self, logits: jax.Array, expected: tuple[int, ...]) -> None:
         if logits.shape != (*expected, self.num_classes):
@@ -110,9 +156,7 @@ class SegmentationTask:
           ``{'params': ..., 'batch_stats': ...}`` (``batch_stats`` only with BatchNorm; sown
           ``intermediates`` are dropped).
         """
-        images = jnp.asarray(batch[types.IMAGE])
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         params_rng, dropout_rng = jax.random.split(rng)
         variables = self.model.init(
             {"params": params_rng, "dropout": dropout_rng}, *self._init_args(images), train=False
@@ -161,9 +205,7 @@ class SegmentationTask:
           ``pred_segmentation (B, H, W)`` int32 (argmax class) and ``confidence (B, H, W)``
           float32 (its softmax probability).
         """
-        images = batch[types.IMAGE]
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         logits = self.dense_logits(variables, images)
         self._check_logits(logits, images.shape[:3])
         return {
@@ -236,31 +278,23 @@ class PatchSegmentationTask(SegmentationTask):
       model: a :class:`jaxcv.models.patch_cnn.PatchCNN` (``apply(variables, images, coords
         (B, N, 2)) -> (B, N, K)``).
       num_classes: ``K``, background included.
-      pixels_per_image: ``N`` pixels sampled per image and training step.
-      balance_classes: class-balanced pixel sampling (see :func:`sample_pixels`).
-      chunk_size: pixels per forward pass in dense prediction.
-      ignore_label: target value never sampled and excluded from the metrics.
+      settings: :class:`PatchSegmentationSettings` (default: the class defaults).
+      **overrides: fields of :class:`PatchSegmentationSettings` replacing those of ``settings``.
     """
+
+    settings_class = PatchSegmentationSettings
 
     def __init__(
         self,
         model: nn.Module,
         num_classes: int,
-        *,
-        pixels_per_image: int = 256,
-        balance_classes: bool = True,
-        chunk_size: int = 2048,
-        ignore_label: int = 255,
+        settings: PatchSegmentationSettings | None = None,
+        **overrides: Any,
     ):
-        super().__init__(model, num_classes, ignore_label=ignore_label)
-        if pixels_per_image < 1 or chunk_size < 1:
-            raise ValueError(
-                f"pixels_per_image and chunk_size must be >= 1; got {pixels_per_image}, "
-                f"{chunk_size}"
-            )
-        self.pixels_per_image = int(pixels_per_image)
-        self.balance_classes = bool(balance_classes)
-        self.chunk_size = int(chunk_size)
+        super().__init__(model, num_classes, settings, **overrides)
+        self.pixels_per_image = self.settings.pixels_per_image
+        self.balance_classes = self.settings.balance_classes
+        self.chunk_size = self.settings.chunk_size
 
     def _init_args(self, images: jax.Array) -> tuple:
         coords = jnp.zeros((images.shape[0], self.pixels_per_image, 2), jnp.int32)
@@ -302,16 +336,13 @@ class PatchSegmentationTask(SegmentationTask):
         return dense_predict(self.model, variables, images, self.chunk_size)
 
 
-_PATCH_OPTIONS = ("pixels_per_image", "balance_classes", "chunk_size")
-
-
-def build_segmentation_task(config: Any, model: nn.Module) -> SegmentationTask:
+def task_from_config(config: Any, model: nn.Module) -> SegmentationTask:
     """The task of ``config.task == "segmentation"`` around ``model`` (the loop's constructor).
 
-    A :class:`jaxcv.models.patch_cnn.PatchCNN` gets a :class:`PatchSegmentationTask`, any dense
-    model (FCN, DeconvNet) a :class:`SegmentationTask`. Options come from the optional
-    ``config.segmentation`` ConfigDict: ``ignore_label`` (255), and for the patch CNN
-    ``pixels_per_image`` (256), ``balance_classes`` (True), ``chunk_size`` (2048).
+    A :class:`jaxcv.models.patch_cnn.PatchCNN` gets a :class:`PatchSegmentationTask` with its
+    :class:`PatchSegmentationSettings`, any dense model (FCN, DeconvNet) a
+    :class:`SegmentationTask` with its :class:`SegmentationSettings`, both from
+    ``config.segmentation``.
 
     Args:
       config: the experiment config (``config.model.num_classes`` = K with background).
@@ -320,25 +351,12 @@ def build_segmentation_task(config: Any, model: nn.Module) -> SegmentationTask:
     Returns:
       The task.
     """
-    options = dict(config.get("segmentation") or {})
     num_classes = getattr(model, "num_classes", None) or config.model.get("num_classes")
     if num_classes is None:
         raise ValueError("segmentation needs config.model.num_classes (object classes + 1)")
-    ignore_label = int(options.pop("ignore_label", types.IGNORE_LABEL))
-    if isinstance(model, PatchCNN):
-        unknown = sorted(set(options) - set(_PATCH_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown config.segmentation option(s) {unknown} for the patch CNN; valid: "
-                f"ignore_label, {', '.join(_PATCH_OPTIONS)}"
-            )
-        return PatchSegmentationTask(model, int(num_classes), ignore_label=ignore_label, **options)
-    if options:
-        raise ValueError(
-            f"unknown config.segmentation option(s) {sorted(options)} for a dense model; "
-            "valid: ignore_label"
-        )
-    return SegmentationTask(model, int(num_classes), ignore_label=ignore_label)
+    task_class = PatchSegmentationTask if isinstance(model, PatchCNN) else SegmentationTask
+    settings = settings_from_config(task_class.settings_class, config, "segmentation")
+    return task_class(model, int(num_classes), settings)
 
 
 class SegmentationEvaluator:
@@ -462,3 +480,9 @@ def segmentation_figures(
     path = fig_dir / "segmentation_overlays.png"
     fig.savefig(path, dpi=80, bbox_inches="tight")
     return [(f"Segmentation overlays ({split}: image, ground truth, prediction)", path)]
+
+
+def build_segmentation_task(config: Any, model: nn.Module) -> SegmentationTask:
+    """Old name of :func:`task_from_config` (jaxcv/train/runtime.py and
+    experiments/bench/segmentation.py still call it)."""
+    return task_from_config(config, model)

@@ -15,7 +15,7 @@ from jaxcv.tasks.localization import (
     LocalizationTask,
     image_labels,
     localization_metrics,
-    make_localization_task,
+    task_from_config,
 )
 from jaxcv.tasks.window_sampling import WindowSampling, training_windows
 
@@ -250,7 +250,7 @@ def test_constructor_reads_config():
             "localization": {"box_loss": "l2", "box_loss_weight": 3.0, "box_weights": (1, 1, 1, 1)},
         }
     )
-    task = make_localization_task(config, Localizer(num_classes=2))
+    task = task_from_config(config, Localizer(num_classes=2))
     assert (task.box_loss, task.box_loss_weight, task.box_weights) == ("l2", 3.0, (1, 1, 1, 1))
     assert task.label_smoothing == 0.1
     assert set(LOCALIZATION_KEYS) == {"image", "boxes", "classes", "valid"}
@@ -385,7 +385,7 @@ def test_constructor_reads_window_sampling():
             },
         }
     )
-    task = make_localization_task(config, Localizer(num_classes=2, background=True))
+    task = task_from_config(config, Localizer(num_classes=2, background=True))
     assert task.window == (64, 64) and task.background
     assert task.sampling == WindowSampling(num_object=1, num_random=4, relative_size=(0.2, 0.6))
     with pytest.raises(ValueError, match="window"):

@@ -16,10 +16,10 @@ from jaxcv.tasks.segmentation import (
     PatchSegmentationTask,
     SegmentationEvaluator,
     SegmentationTask,
-    build_segmentation_task,
     colorize,
     sample_pixels,
     segmentation_figures,
+    task_from_config,
 )
 
 K = 4
@@ -221,19 +221,19 @@ def test_colorize_and_figures(tmp_path):
     assert segmentation_figures(tmp_path, None, ["a"]) == []
 
 
-def test_build_segmentation_task_from_config():
+def test_task_from_config():
     import ml_collections
 
     config = ml_collections.ConfigDict(
         {"model": {"name": "patch_cnn", "num_classes": K}, "segmentation": {"chunk_size": 64}}
     )
-    patch = build_segmentation_task(config, PatchCNN(num_classes=K, **PATCH_TINY))
+    patch = task_from_config(config, PatchCNN(num_classes=K, **PATCH_TINY))
     assert isinstance(patch, PatchSegmentationTask) and patch.chunk_size == 64
     assert patch.pixels_per_image == 256 and patch.balance_classes
-    dense = build_segmentation_task(
+    dense = task_from_config(
         ml_collections.ConfigDict({"model": {"num_classes": K}}), PerPixelLinear()
     )
     assert type(dense) is SegmentationTask and dense.num_classes == K
     config.segmentation.stride = 2
     with pytest.raises(ValueError, match="stride"):
-        build_segmentation_task(config, PatchCNN(num_classes=K, **PATCH_TINY))
+        task_from_config(config, PatchCNN(num_classes=K, **PATCH_TINY))
