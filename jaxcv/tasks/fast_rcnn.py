@@ -28,17 +28,19 @@ Evaluation: :class:`~jaxcv.tasks.detection.DetectionEvaluator` (``mAP50``, COCO 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 
 from jaxcv import types
-from jaxcv.tasks.base import config_sections
 from jaxcv.tasks.detection import DetectionEvaluator, detection_outputs, postprocess_detections
+from jaxcv.tasks.inputs import batch_images
 from jaxcv.tasks.rcnn_targets import batch_ground_truth, roi_loss, sample_rois
+from jaxcv.tasks.settings import replace_settings, settings_from_config
 
 Array = jax.Array
+T = TypeVar("T", bound="ProposalDetectionTask")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,20 +84,14 @@ class ProposalDetectionTask:
     default_settings = ProposalDetectionSettings()
 
     def __init__(self, model, settings: ProposalDetectionSettings | None = None, **overrides):
-        valid = {f.name for f in dataclasses.fields(ProposalDetectionSettings)}
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ValueError(f"unknown setting(s) {unknown}; valid: {', '.join(sorted(valid))}")
         self.model = model
-        self.settings = dataclasses.replace(settings or self.default_settings, **overrides)
+        self.settings = replace_settings(settings or self.default_settings, overrides)
         if self.settings.test_chunk_size < 0:
             raise ValueError(f"test_chunk_size must be >= 0; got {self.settings.test_chunk_size}")
 
     @staticmethod
     def _inputs(batch: dict[str, Any]) -> tuple[Array, Array, Array]:
-        images = jnp.asarray(batch[types.IMAGE])
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
+        images = batch_images(batch)
         if types.PROPOSALS not in batch:
             raise ValueError(
                 "the batch has no 'proposals': add a config.proposals section so the pipeline "
@@ -249,6 +245,17 @@ class FastRCNNTask(ProposalDetectionTask):
     """Fast R-CNN: the paper's settings (64 RoIs per image, 25% foreground, NMS 0.3)."""
 
 
+def proposal_task_from_config(task_class: type[T], config, model) -> T:
+    """``task_class`` (a :class:`ProposalDetectionTask`) around ``model``, with its
+    :class:`ProposalDetectionSettings` from ``config.detection`` over the class's
+    ``default_settings``."""
+    settings = settings_from_config(
+        ProposalDetectionSettings, config, "detection", defaults=task_class.default_settings
+    )
+    return task_class(model, settings)
+
+
 def task_from_config(config, model) -> FastRCNNTask:
-    """``FastRCNNTask(model, **config.detection)``; ``TASKS["fast_rcnn"]`` of the loop."""
-    return FastRCNNTask(model, **config_sections(config, "detection"))
+    """The task of ``config.task == "fast_rcnn"`` around ``model``, with its
+    :class:`ProposalDetectionSettings` from ``config.detection`` (absent: the defaults)."""
+    return proposal_task_from_config(FastRCNNTask, config, model)

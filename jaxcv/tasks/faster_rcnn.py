@@ -26,10 +26,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcv import types
 from jaxcv.ops.anchors import make_anchors
-from jaxcv.tasks.base import config_sections
 from jaxcv.tasks.detection import DetectionEvaluator, detection_outputs, postprocess_detections
+from jaxcv.tasks.inputs import batch_images
 from jaxcv.tasks.proposal_layer import generate_proposals
 from jaxcv.tasks.rcnn_targets import (
     batch_ground_truth,
@@ -37,6 +36,7 @@ from jaxcv.tasks.rcnn_targets import (
     rpn_loss,
     sample_rois,
 )
+from jaxcv.tasks.settings import replace_settings, settings_from_config
 
 Array = jax.Array
 
@@ -93,23 +93,16 @@ class FasterRCNNTask:
     """
 
     def __init__(self, model, settings: FasterRCNNSettings | None = None, **overrides: Any):
-        valid = {f.name for f in dataclasses.fields(FasterRCNNSettings)}
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ValueError(
-                f"unknown Faster R-CNN setting(s) {unknown}; valid: {', '.join(sorted(valid))}"
-            )
         self.model = model
-        self.settings = dataclasses.replace(settings or FasterRCNNSettings(), **overrides)
+        self.settings = replace_settings(
+            settings or FasterRCNNSettings(), overrides, "Faster R-CNN setting"
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
     @staticmethod
     def _images(batch: dict[str, Any]) -> Array:
-        images = jnp.asarray(batch[types.IMAGE])
-        if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (B, H, W, C); got shape {images.shape}")
-        return images
+        return batch_images(batch)
 
     def anchors(self, feature_size: Sequence[int]) -> Array:
         """``(h * w * A, 4)`` anchors over a ``feature_size = (h, w)`` map at the model's stride.
@@ -313,6 +306,6 @@ class FasterRCNNTask:
 
 
 def task_from_config(config, model) -> FasterRCNNTask:
-    """``FasterRCNNTask(model, **config.detection)`` (an absent ``config.detection`` section
-    means the defaults); the constructor for the loop's ``TASKS["faster_rcnn"]``."""
-    return FasterRCNNTask(model, **config_sections(config, "detection"))
+    """The task of ``config.task == "faster_rcnn"`` around ``model``, with its
+    :class:`FasterRCNNSettings` from ``config.detection`` (absent: the defaults)."""
+    return FasterRCNNTask(model, settings_from_config(FasterRCNNSettings, config, "detection"))

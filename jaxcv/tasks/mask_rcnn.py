@@ -40,9 +40,9 @@ import numpy as np
 from jaxcv import types
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy
 from jaxcv.ops.masks import crop_masks_to_rois, paste_masks_in_image
-from jaxcv.tasks.base import config_sections
 from jaxcv.tasks.detection import DetectionEvaluator
 from jaxcv.tasks.faster_rcnn import FasterRCNNSettings, FasterRCNNTask
+from jaxcv.tasks.settings import replace_settings, settings_from_config
 
 Array = jax.Array
 
@@ -154,7 +154,7 @@ class MaskRCNNTask(FasterRCNNTask):
         mask_fields = {f.name for f in dataclasses.fields(MaskSettings)}
         mask_overrides = {k: overrides.pop(k) for k in list(overrides) if k in mask_fields}
         super().__init__(model, settings, **overrides)
-        self.mask_settings = dataclasses.replace(mask_settings or MaskSettings(), **mask_overrides)
+        self.mask_settings = replace_settings(mask_settings or MaskSettings(), mask_overrides)
         s = self.settings
         max_fg = int(s.roi_batch_size_per_image * s.roi_positive_fraction)
         num = self.mask_settings.mask_rois_per_image
@@ -278,6 +278,11 @@ class MaskEvaluator(DetectionEvaluator):
 
 
 def task_from_config(config, model) -> MaskRCNNTask:
-    """``MaskRCNNTask(model, **config.detection, **config.mask)`` (absent sections mean the
-    defaults); the constructor for the loop's ``TASKS["mask_rcnn"]``."""
-    return MaskRCNNTask(model, **config_sections(config, "detection", "mask"))
+    """The task of ``config.task == "mask_rcnn"`` around ``model``: its
+    :class:`~jaxcv.tasks.faster_rcnn.FasterRCNNSettings` and :class:`MaskSettings` from
+    ``config.detection`` and ``config.mask`` (later wins; either section may set a field of
+    either dataclass; absent sections mean the defaults)."""
+    settings, mask_settings = settings_from_config(
+        (FasterRCNNSettings, MaskSettings), config, "detection", "mask"
+    )
+    return MaskRCNNTask(model, settings, mask_settings)

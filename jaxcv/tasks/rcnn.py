@@ -16,8 +16,11 @@ trained jointly with it (the paper fitted a ridge regressor on ``pool5`` after f
 
 from __future__ import annotations
 
-from jaxcv.tasks.base import config_sections
-from jaxcv.tasks.fast_rcnn import ProposalDetectionSettings, ProposalDetectionTask
+from jaxcv.tasks.fast_rcnn import (
+    ProposalDetectionSettings,
+    ProposalDetectionTask,
+    proposal_task_from_config,
+)
 
 
 class RCNNTask(ProposalDetectionTask):
@@ -27,5 +30,7 @@ class RCNNTask(ProposalDetectionTask):
 
 
 def task_from_config(config, model) -> RCNNTask:
-    """``RCNNTask(model, **config.detection)``; ``TASKS["rcnn"]`` of the loop."""
-    return RCNNTask(model, **config_sections(config, "detection"))
+    """The task of ``config.task == "rcnn"`` around ``model``, with its
+    :class:`~jaxcv.tasks.fast_rcnn.ProposalDetectionSettings` from ``config.detection`` over
+    R-CNN's defaults (:attr:`RCNNTask.default_settings`)."""
+    return proposal_task_from_config(RCNNTask, config, model)

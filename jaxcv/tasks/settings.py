@@ -137,6 +137,7 @@ def settings_from_config(
     *sections: str,
     fallbacks: Mapping[str, str] | None = None,
     shared: Iterable[str] = (),
+    defaults: Any = None,
 ) -> T | tuple:
     """A task's settings from its config section(s).
 
@@ -151,6 +152,9 @@ def settings_from_config(
         it (``{"label_smoothing": "train"}``: older configs keep it in ``config.train``).
       shared: keys of ``sections`` that other code reads (the unsupervised studies' keys of
         ``config.unsupervised``): skipped, not rejected.
+      defaults: the instance (a tuple of them for a tuple of classes) whose values the fields
+        set nowhere keep (R-CNN's own defaults, ``RCNNTask.default_settings``); None: the
+        dataclass defaults.
 
     Returns:
       The settings instance (a tuple of them for a tuple of classes); fields set nowhere keep
@@ -175,9 +179,12 @@ def settings_from_config(
             if key not in owner:
                 raise _unknown(f"config.{section}", key, owner)
             values[key] = (f"config.{section}", value)
+    bases = defaults if isinstance(defaults, tuple) else (defaults,) * len(group)
     built = []
-    for cls in group:
+    for cls, base in zip(group, bases, strict=True):
         hints = _hints(cls)
-        mine = {k: (w, v) for k, (w, v) in values.items() if owner[k] is cls}
-        built.append(cls(**{k: _check(f"{w}.{k}", hints[k], v) for k, (w, v) in mine.items()}))
+        mine = {
+            k: _check(f"{w}.{k}", hints[k], v) for k, (w, v) in values.items() if owner[k] is cls
+        }
+        built.append(cls(**mine) if base is None else dataclasses.replace(base, **mine))
     return tuple(built) if isinstance(classes, tuple) else built[0]

@@ -31,6 +31,7 @@ from jaxcv.models.localizer import Localizer
 from jaxcv.models.overfeat import ScaleOutput, WindowGeometry, object_probs, scaled_size
 from jaxcv.ops.boxes import box_iou, clip_boxes, decode_boxes
 from jaxcv.ops.nms import batched_nms
+from jaxcv.tasks.inputs import check_image_batch
 
 __all__ = [
     "best_window",
@@ -61,8 +62,7 @@ def extract_windows(
     Returns:
       ``(B, n_h, n_w, h, w, C)``.
     """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (B, H, W, C); got shape {images.shape}")
+    check_image_batch(images, "images")
     (wh, ww), (nh, nw) = (tuple(int(s) for s in window), tuple(int(n) for n in num_windows))
     if (nh - 1) * stride + wh > images.shape[1] or (nw - 1) * stride + ww > images.shape[2]:
         raise ValueError(
@@ -103,8 +103,7 @@ def naive_sliding_window(
       ``probs (B, n_h, n_w, K)`` and ``boxes`` ``(B, n_h, n_w, 4)`` or ``(B, n_h, n_w, K, 4)``
       xyxy in original-image pixels, clipped to the image.
     """
-    if images.ndim != 4:
-        raise ValueError(f"images must be (B, H, W, C); got shape {images.shape}")
+    check_image_batch(images, "images")
     b, h, w, c = images.shape
     hs, ws = scaled_size((h, w), scale)
     resized = images if (hs, ws) == (h, w) else jax.image.resize(images, (b, hs, ws, c), "linear")
