@@ -1,18 +1,27 @@
 """Experiment configs by name, and ``--set key=value`` overrides.
 
-Every experiment is one file ``experiments/NAME.py`` in the repository with a ``get_config()``
-returning an ``ml_collections.ConfigDict`` and a docstring giving the command, the hardware and
-the expected result. :data:`EXPERIMENTS` is the explicit lookup table (no registry magic): add
-a line there when adding a file. Any other ``.py`` file with a ``get_config()`` can be passed
-by path.
+Every experiment is one module ``NAME.py`` of the repository's ``experiments/`` folder with a
+``get_config()`` returning an ``ml_collections.ConfigDict`` and a docstring giving the command,
+the hardware and the expected result; ``experiments/bases.py`` holds the family bases they
+start from. The list of experiments is derived, not kept: :func:`experiment_names` is every
+module of the folder that defines ``get_config()``. Any other ``.py`` file with a
+``get_config()`` can be passed by path.
+
+The folder is the package ``jaxcv_experiments`` (:data:`PACKAGE`): pyproject.toml installs it
+under that name next to ``jaxcv``, so names resolve from a wheel too. In a source checkout
+(``PYTHONPATH=$PWD`` or an editable install) the checkout's own folder is imported under the
+same name, so a checkout never picks up another tree's configs.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -21,54 +30,26 @@ from typing import Any
 import ml_collections
 
 __all__ = [
-    "EXPERIMENTS",
+    "PACKAGE",
     "STUDIES",
     "apply_overrides",
     "describe",
+    "experiment_names",
     "experiment_path",
     "experiments_dir",
+    "experiments_package",
     "load_config",
     "load_module",
     "run",
 ]
 
-# Explicit name -> file in experiments/.
-EXPERIMENTS: dict[str, str] = {
-    "digits_cnn": "digits_cnn.py",
-    "shapes_classify": "shapes_classify.py",
-    "mnist_cnn": "mnist_cnn.py",
-    "cifar10_resnet18": "cifar10_resnet18.py",
-    "digits_ae_pca": "digits_ae_pca.py",
-    "digits_ae_embed": "digits_ae_embed.py",
-    "digits_pretrain_finetune": "digits_pretrain_finetune.py",
-    "digits_vae": "digits_vae.py",
-    "mnist_ae_pca": "mnist_ae_pca.py",
-    "mnist_vae": "mnist_vae.py",
-    "mnist_ae_embed": "mnist_ae_embed.py",
-    "mnist_pretrain_finetune": "mnist_pretrain_finetune.py",
-    "transfer_shapes_digits": "transfer_shapes_digits.py",
-    "shapes_fcn32s": "shapes_fcn32s.py",
-    "shapes_fcn16s": "shapes_fcn16s.py",
-    "shapes_fcn8s": "shapes_fcn8s.py",
-    "shapes_deconvnet": "shapes_deconvnet.py",
-    "shapes_patch_cnn": "shapes_patch_cnn.py",
-    "voc2012_fcn8s": "voc2012_fcn8s.py",
-    "shapes_localize": "shapes_localize.py",
-    "shapes_overfeat": "shapes_overfeat.py",
-    "imagenet_localize": "imagenet_localize.py",
-    "shapes_faster_rcnn": "shapes_faster_rcnn.py",
-    "demo_faster_rcnn": "demo_faster_rcnn.py",
-    "voc07_faster_rcnn_vgg16": "voc07_faster_rcnn_vgg16.py",
-    "shapes_rcnn": "shapes_rcnn.py",
-    "shapes_fast_rcnn": "shapes_fast_rcnn.py",
-    "voc07_rcnn_vgg16": "voc07_rcnn_vgg16.py",
-    "voc07_fast_rcnn_vgg16": "voc07_fast_rcnn_vgg16.py",
-    "shapes_mask_rcnn": "shapes_mask_rcnn.py",
-    "coco_mask_rcnn": "coco_mask_rcnn.py",
-}
+#: The import name of the ``experiments/`` folder (``package-dir`` in pyproject.toml).
+PACKAGE = "jaxcv_experiments"
 
 # Explicit ``config.study`` name -> "module:function" of a driver ``(config, workdir) -> results``
-# for experiments that need more than one training run (imported only when used).
+# for experiments that need more than one training run (imported only when used). A table rather
+# than a scan: the drivers are library functions with no common marker, and six lines say where
+# each study's code is.
 STUDIES: dict[str, str] = {
     "ae_pca": "jaxcv.studies.unsupervised:run_unsupervised_study",
     "ae_embed": "jaxcv.studies.unsupervised:run_unsupervised_study",
@@ -78,6 +59,7 @@ STUDIES: dict[str, str] = {
     "transfer": "jaxcv.studies.transfer:run_transfer",
 }
 
+#: A folder of experiment modules to use instead of the shipped ones.
 DIR_ENV = "JAXCV_EXPERIMENTS_DIR"
 
 #: Optional keys :func:`load_config` adds, with these values, to configs that lack them (so
@@ -93,15 +75,84 @@ RUN_OPTIONS: dict[str, Any] = {
 }
 
 
+def _checkout_dir() -> Path | None:
+    """The ``experiments/`` folder of the source checkout this ``jaxcv`` is imported from (a
+    folder beside ``pyproject.toml``), or None for an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "experiments"
+    if (root / "pyproject.toml").is_file() and (folder / "__init__.py").is_file():
+        return folder
+    return None
+
+
+def _import_folder(folder: Path) -> ModuleType:
+    """Import ``folder`` as the package :data:`PACKAGE` (replacing one imported from elsewhere)."""
+    for key in [k for k in sys.modules if k == PACKAGE or k.startswith(PACKAGE + ".")]:
+        del sys.modules[key]
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(
+            PACKAGE, init, submodule_search_locations=[str(folder)]
+        )
+    else:  # a plain folder of experiment files
+        spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    if spec.loader is not None:
+        spec.loader.exec_module(module)
+    return module
+
+
+def experiments_package() -> ModuleType:
+    """The package of experiment modules, imported as :data:`PACKAGE`: the folder
+    ``$JAXCV_EXPERIMENTS_DIR`` when set, else the ``experiments/`` folder of the source checkout
+    this ``jaxcv`` comes from, else the installed ``jaxcv_experiments``."""
+    env = os.environ.get(DIR_ENV)
+    folder = Path(env).resolve() if env else _checkout_dir()
+    if folder is None:
+        return importlib.import_module(PACKAGE)
+    loaded = sys.modules.get(PACKAGE)
+    if loaded is not None and list(getattr(loaded, "__path__", [])) == [str(folder)]:
+        return loaded
+    if not folder.is_dir():
+        raise ValueError(f"{DIR_ENV}={env!r} is not a folder of experiment files")
+    return _import_folder(folder)
+
+
 def experiments_dir() -> Path:
-    """``$JAXCV_EXPERIMENTS_DIR``, else the repository's ``experiments/`` folder."""
-    if os.environ.get(DIR_ENV):
-        return Path(os.environ[DIR_ENV])
-    return Path(__file__).resolve().parent.parent / "experiments"
+    """The folder of the experiment modules (see :func:`experiments_package`)."""
+    return Path(next(iter(experiments_package().__path__)))
+
+
+@functools.lru_cache(maxsize=8)
+def _names_in(folder: Path) -> tuple[str, ...]:
+    names = []
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        defines = any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body)
+        if defines and not path.stem.startswith("_"):
+            names.append(path.stem)
+    return tuple(names)
+
+
+def experiment_names() -> tuple[str, ...]:
+    """The experiments, sorted: every module of :func:`experiments_dir` that defines a
+    top-level ``get_config()`` (``bases.py`` and ``__init__.py`` do not)."""
+    return _names_in(experiments_dir())
+
+
+def __getattr__(name: str) -> Any:
+    # EXPERIMENTS: name -> file name in experiments_dir(), derived from experiment_names() on
+    # each access (a module attribute for the callers that iterate it).
+    if name == "EXPERIMENTS":
+        return {n: f"{n}.py" for n in experiment_names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def experiment_path(name_or_path: str | os.PathLike) -> Path:
-    """The ``.py`` file of experiment ``name_or_path`` (a name of :data:`EXPERIMENTS` or a path).
+    """The ``.py`` file of experiment ``name_or_path`` (one of :func:`experiment_names` or a
+    path).
 
     Raises:
       ValueError: unknown name (lists the valid names) or a path that does not exist.
@@ -112,28 +163,39 @@ def experiment_path(name_or_path: str | os.PathLike) -> Path:
         if not path.is_file():
             raise ValueError(f"experiment file {text!r} does not exist")
         return path
-    if text not in EXPERIMENTS:
+    names = experiment_names()
+    if text not in names:
         raise ValueError(
-            f"unknown experiment {text!r}; valid experiments: {', '.join(sorted(EXPERIMENTS))} "
+            f"unknown experiment {text!r}; valid experiments: {', '.join(names)} "
             "(or pass the path to a .py file with get_config())"
         )
-    path = experiments_dir() / EXPERIMENTS[text]
-    if not path.is_file():
-        raise ValueError(
-            f"experiment {text!r} should be at {path}, which does not exist; set {DIR_ENV} to "
-            "the repository's experiments/ folder"
-        )
-    return path
+    return experiments_dir() / f"{text}.py"
 
 
-def load_module(name_or_path: str | os.PathLike) -> ModuleType:
-    """Import the experiment file (see :func:`experiment_path`) as a module."""
-    path = experiment_path(name_or_path)
-    spec = importlib.util.spec_from_file_location(f"jaxcv_experiment_{path.stem}", path)
+def _exec_file(path: Path) -> ModuleType:
+    """Run a file outside the experiments folder as a module of :data:`PACKAGE` when that
+    imports (so a copied experiment's ``from .bases import ...`` still works)."""
+    try:
+        experiments_package()
+        name = f"{PACKAGE}._file_{path.stem}"
+    except ImportError:
+        name = f"jaxcv_experiment_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import experiment file {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_module(name_or_path: str | os.PathLike) -> ModuleType:
+    """Import the experiment (see :func:`experiment_path`) as a module: a file of the
+    experiments folder, by name or by path, as ``jaxcv_experiments.NAME``."""
+    path = experiment_path(name_or_path)
+    if path.resolve().parent == experiments_dir().resolve():
+        module = importlib.import_module(f"{PACKAGE}.{path.stem}")
+    else:
+        module = _exec_file(path)
     if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"experiment file {path} has no get_config() function")
     return module
@@ -164,9 +226,10 @@ def load_config(
 
 
 def describe(name: str) -> str:
-    """The first line of experiment ``name``'s docstring."""
-    doc = (load_module(name).__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    """The first line of experiment ``name``'s docstring (read, not imported)."""
+    path = experiment_path(name)
+    doc = ast.get_docstring(ast.parse(path.read_text(), filename=str(path))) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
