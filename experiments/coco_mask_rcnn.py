@@ -33,67 +33,50 @@ see jaxcv.data.registry), so AP is not exactly the official instances' AP.
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import bases, shapes_mask_rcnn
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """The coco_mask_rcnn config (see the module docstring)."""
-    config = load_config("shapes_mask_rcnn")
+    """The coco_mask_rcnn config: shapes_mask_rcnn at COCO scale (see the module docstring)."""
+    config = shapes_mask_rcnn.get_config()
     config.name = "coco_mask_rcnn"
+    config.data.update(
+        name="coco/2017_panoptic",
+        batch_size=16,
+        eval_batch_size=8,
+        image_size=(768, 1024),
+        max_objects=100,
+        eval_split="validation",
+    )
 
-    config.data.name = "coco/2017_panoptic"
-    config.data.batch_size = 16
-    config.data.eval_batch_size = 8
-    config.data.image_size = (768, 1024)
-    config.data.max_objects = 100
-    config.data.train_split = "train"
-    config.data.eval_split = "validation"
-
-    model = config.model
-    model.num_classes = None  # 80 thing classes, from the dataset
-    model.backbone = "resnet50"
+    model = config.model  # num_classes None: the 80 thing classes, from the dataset
     for key in ("backbone_widths", "backbone_depth", "backbone_norm"):  # the "small" trunk's
         del model[key]
-    model.anchor_sizes = (32.0, 64.0, 128.0, 256.0, 512.0)
-    model.aspect_ratios = (0.5, 1.0, 2.0)
-    model.roi_size = 7
-    model.representation_size = 1024
-    model.mask_roi_size = 14
-    model.mask_channels = 256
-    model.mask_num_convs = 4
-    model.init_fresh = []
-
-    detection = config.detection
-    detection.rpn_batch_size_per_image = 256
-    detection.rpn_pre_nms_top_n_train = 12000
-    detection.rpn_post_nms_top_n_train = 2000
-    detection.rpn_pre_nms_top_n_test = 6000
-    detection.rpn_post_nms_top_n_test = 1000
-    detection.roi_batch_size_per_image = 512
-    detection.roi_positive_fraction = 0.25
-    detection.box_score_threshold = 0.05
-    detection.box_nms_threshold = 0.5
-    detection.detections_per_image = 100
+    model.update(
+        backbone="resnet50",
+        anchor_sizes=(32.0, 64.0, 128.0, 256.0, 512.0),
+        representation_size=1024,
+        mask_channels=256,
+        init_fresh=[],
+    )
+    config.detection.update(
+        rpn_pre_nms_top_n_train=12000,
+        rpn_post_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=6000,
+        rpn_post_nms_top_n_test=1000,
+        roi_batch_size_per_image=512,
+        detections_per_image=100,
+    )
     config.mask.mask_rois_per_image = 128
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.02
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = False
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "step"
-    config.optimizer.boundaries = (60000, 80000)
-    config.optimizer.decay_factor = 0.1
-    config.optimizer.warmup_steps = 1000
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train.num_steps = 90000
-    config.train.log_every = 100
-    config.train.eval_every = 10000
-    config.train.checkpoint_every = 2000
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "validation/mask_AP"
-    config.train.best_mode = "max"
+    config.optimizer = bases.sgd(
+        0.02, weight_decay=1e-4, warmup_steps=1000, schedule="step", boundaries=(60000, 80000)
+    )
+    config.train.update(
+        num_steps=90000,
+        log_every=100,
+        eval_every=10000,
+        checkpoint_every=2000,
+        best_metric="validation/mask_AP",
+    )
     return config

@@ -21,12 +21,12 @@ of a batch of 8 (its activations stay in cache).
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import shapes_faster_rcnn
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The demo_faster_rcnn config: a short shapes_faster_rcnn (see the module docstring)."""
-    config = load_config("shapes_faster_rcnn")
+    config = shapes_faster_rcnn.get_config()
     config.name = "demo_faster_rcnn"
     config.data.batch_size = 2
     config.detection.roi_batch_size_per_image = 64

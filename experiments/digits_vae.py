@@ -16,54 +16,13 @@ side-by-side reconstructions.
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The digits_vae config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "digits_vae"
-    config.seed = 0
-    config.task = "vae"
-    config.study = "vae"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "digits"
-    config.data.data_dir = None
-    config.data.batch_size = 64
-    config.data.eval_batch_size = 120
-    config.data.image_size = None
-    config.data.augment = False
-    config.data.max_objects = 1
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "vae"
-    config.model.latent_dim = 8
-    config.model.image_shape = (8, 8, 1)
-    config.model.architecture = "mlp"
-    config.model.channels = (32, 64)
-    config.model.hidden_units = (256, 128)
-    config.model.dtype = "float32"
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 0.0
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
+    config = bases.vae("digits_vae")
     config.train.num_steps = 6000
-    config.train.log_every = 100
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 1
-    config.train.best_metric = None
-    config.train.best_mode = "min"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
 
     config.unsupervised = ml_collections.ConfigDict()
     config.unsupervised.likelihood = "bernoulli"

@@ -11,16 +11,14 @@ Expected:  not measured here (only smoke-tested on tfds mock data). The same stu
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import digits_ae_embed
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The mnist_ae_embed config: digits_ae_embed on MNIST (see the module docstring)."""
-    config = load_config("digits_ae_embed")
+    config = digits_ae_embed.get_config()
     config.name = "mnist_ae_embed"
-    config.data.name = "mnist"
-    config.data.batch_size = 128
-    config.data.eval_batch_size = 500
+    config.data.update(name="mnist", batch_size=128, eval_batch_size=500)
     config.model.image_shape = (28, 28, 1)
     config.train.num_steps = 5000
     return config

@@ -19,16 +19,14 @@ MSE per pixel on the test images, pixels in [0, 1] (the pipeline's normalisation
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import digits_ae_pca
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The mnist_ae_pca config: digits_ae_pca on MNIST (a smaller, clipped linear-AE step)."""
-    config = load_config("digits_ae_pca")
+    config = digits_ae_pca.get_config()
     config.name = "mnist_ae_pca"
-    config.data.name = "mnist"
-    config.data.batch_size = 128
-    config.data.eval_batch_size = 500
+    config.data.update(name="mnist", batch_size=128, eval_batch_size=500)
     config.model.image_shape = (28, 28, 1)
     config.train.num_steps = 5000
     config.unsupervised.linear_steps = 20000

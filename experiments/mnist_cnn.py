@@ -13,55 +13,14 @@ epochs).
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The mnist_cnn config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "mnist_cnn"
-    config.seed = 0
-    config.task = "classification"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "mnist"
-    config.data.data_dir = None
-    config.data.batch_size = 128
-    config.data.eval_batch_size = 500
-    config.data.image_size = None
-    config.data.augment = False
-    config.data.max_objects = 1
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "cnn"
-    config.model.num_classes = None
-    config.model.channels = (32, 64)
-    config.model.kernel_size = 3
-    config.model.padding = "SAME"
-    config.model.pool_size = 2
-    config.model.batch_norm = False
-    config.model.hidden_units = (128,)
-    config.model.dropout_rate = 0.5
-    config.model.dtype = "float32"
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 200
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 3000
-    config.train.log_every = 100
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/accuracy"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
-    config.train.label_smoothing = 0.0
+    config = bases.classifier("mnist_cnn")
+    config.data.update(name="mnist", batch_size=128, eval_batch_size=500)
+    config.model.update(batch_norm=False, dropout_rate=0.5)
+    config.optimizer.update(learning_rate=1e-3, warmup_steps=200)
+    config.train.update(num_steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000)
     return config

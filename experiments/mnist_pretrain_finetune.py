@@ -12,16 +12,14 @@ Expected:  not measured here (only smoke-tested on tfds mock data). The same stu
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import digits_pretrain_finetune
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The mnist_pretrain_finetune config: digits_pretrain_finetune on MNIST."""
-    config = load_config("digits_pretrain_finetune")
+    config = digits_pretrain_finetune.get_config()
     config.name = "mnist_pretrain_finetune"
-    config.data.name = "mnist"
-    config.data.batch_size = 128
-    config.data.eval_batch_size = 500
+    config.data.update(name="mnist", batch_size=128, eval_batch_size=500)
     config.model.image_shape = (28, 28, 1)
     config.train.num_steps = 5000
     config.unsupervised.finetune_steps = 2000

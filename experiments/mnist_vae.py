@@ -19,16 +19,14 @@ side-by-side reconstructions.
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import digits_vae
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The mnist_vae config: digits_vae on MNIST (wider MLP, 16-D latent)."""
-    config = load_config("digits_vae")
+    config = digits_vae.get_config()
     config.name = "mnist_vae"
-    config.data.name = "mnist"
-    config.data.batch_size = 128
-    config.data.eval_batch_size = 500
+    config.data.update(name="mnist", batch_size=128, eval_batch_size=500)
     config.model.image_shape = (28, 28, 1)
     config.model.latent_dim = 16
     config.model.hidden_units = (512, 256)

@@ -22,55 +22,22 @@ cross-entropy with ignore label 255. `model.num_classes = 5` counts the backgrou
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_deconvnet config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "shapes_deconvnet"
-    config.seed = 0
-    config.task = "segmentation"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "shapes/multi"
-    config.data.data_dir = None
-    config.data.batch_size = 16
-    config.data.eval_batch_size = 50
-    config.data.image_size = None
-    config.data.augment = True
-    config.data.max_objects = 16
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "deconvnet"
-    config.model.num_classes = 5  # background + 4 shape classes
-    config.model.stages = ((16,), (32,), (64, 64), (96, 96), (128, 128))
-    config.model.batch_norm = True
-    config.model.fc_width = 256
-    config.model.fc6_kernel = 4
-    config.model.dropout_rate = 0.2
-    config.model.dtype = "float32"
-
-    config.segmentation = ml_collections.ConfigDict()
-    config.segmentation.ignore_label = 255
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 3e-3
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 3000
-    config.train.log_every = 50
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 500
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/mIoU"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
+    config = bases.segmentation("shapes_deconvnet")
+    config.model = ml_collections.ConfigDict(
+        {
+            "name": "deconvnet",
+            "num_classes": 5,  # background + 4 shape classes
+            "stages": ((16,), (32,), (64, 64), (96, 96), (128, 128)),
+            "batch_norm": True,
+            "fc_width": 256,
+            "fc6_kernel": 4,
+            "dropout_rate": 0.2,
+            "dtype": "float32",
+        }
+    )
     return config

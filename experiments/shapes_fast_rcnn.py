@@ -29,71 +29,24 @@ per-class NMS 0.3, 100 detections per image.
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
-    """The shapes_fast_rcnn config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "shapes_fast_rcnn"
-    config.seed = 0
+    """The shapes_fast_rcnn config: the Faster R-CNN base's data and optimizer, on external
+    proposals (see the module docstring)."""
+    config = bases.faster_rcnn("shapes_fast_rcnn")
     config.task = "fast_rcnn"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "shapes/multi"
-    config.data.data_dir = None
-    config.data.batch_size = 4
-    config.data.eval_batch_size = 50
-    config.data.image_size = None
-    config.data.augment = True
-    config.data.max_objects = 8
-    config.data.train_split = "train[:2000]"
-    config.data.eval_split = "test"
-
+    config.data.update(batch_size=4, image_size=None, train_split="train[:2000]")
     # External proposals joined to the batches (jaxcv.proposals.pipeline).
-    config.proposals = ml_collections.ConfigDict()
-    config.proposals.mode = "fast"
-    config.proposals.num_train = 500
-    config.proposals.num_test = 500
-    config.proposals.cache_dir = None
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "fast_rcnn"
-    config.model.num_classes = None
-    config.model.backbone = "small"
-    config.model.backbone_widths = (32, 64, 96, 128)
-    config.model.backbone_depth = 2
-    config.model.backbone_norm = "group"
-    config.model.roi_size = 7
-    config.model.representation_size = 256
-    config.model.dropout_rate = 0.0
-    config.model.dtype = "float32"
-
-    # Fields of jaxcv.tasks.fast_rcnn.ProposalDetectionSettings.
-    config.detection = ml_collections.ConfigDict()
-    config.detection.roi_batch_size_per_image = 64
-    config.detection.roi_positive_fraction = 0.25
-    config.detection.box_beta = 1.0
-    config.detection.box_score_threshold = 0.05
-    config.detection.box_nms_threshold = 0.3
-    config.detection.detections_per_image = 100
-    config.detection.test_chunk_size = 0
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 50
-    config.optimizer.grad_clip_norm = 10.0
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 700
-    config.train.log_every = 25
-    config.train.eval_every = 700
-    config.train.checkpoint_every = 100
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/mAP50"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
+    config.proposals = bases.proposals(500)
+    config.model = bases.detector_model(
+        "fast_rcnn",
+        bases.small_trunk((32, 64, 96, 128)),
+        roi_size=7,
+        representation_size=256,
+        dropout_rate=0.0,
+    )
+    config.detection = bases.proposal_detection()
+    config.train.update(num_steps=700, eval_every=700, checkpoint_every=100)
     return config

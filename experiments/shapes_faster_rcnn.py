@@ -29,70 +29,10 @@ Detections are mapped back to the 128x128 originals for evaluation.
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
-    """The shapes_faster_rcnn config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "shapes_faster_rcnn"
-    config.seed = 0
-    config.task = "faster_rcnn"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "shapes/multi"
-    config.data.data_dir = None
-    config.data.batch_size = 8
-    config.data.eval_batch_size = 50
-    config.data.image_size = (256, 256)
-    config.data.augment = True
-    config.data.max_objects = 8
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "faster_rcnn"
-    config.model.num_classes = None
-    config.model.backbone = "small"
-    config.model.backbone_widths = (16, 32, 64, 128)
-    config.model.backbone_depth = 2
-    config.model.backbone_norm = "group"
-    config.model.anchor_sizes = (32.0, 64.0, 128.0)
-    config.model.aspect_ratios = (0.5, 1.0, 2.0)
-    config.model.roi_size = 7
-    config.model.sampling_ratio = 2
-    config.model.aligned = False
-    config.model.representation_size = 256
-    config.model.dtype = "float32"
-
-    # Fields of jaxcv.tasks.faster_rcnn.FasterRCNNSettings (the rest keep torchvision's values).
-    config.detection = ml_collections.ConfigDict()
-    config.detection.rpn_batch_size_per_image = 256
-    config.detection.rpn_pre_nms_top_n_train = 600
-    config.detection.rpn_post_nms_top_n_train = 128
-    config.detection.rpn_pre_nms_top_n_test = 600
-    config.detection.rpn_post_nms_top_n_test = 100
-    config.detection.roi_batch_size_per_image = 128
-    config.detection.roi_positive_fraction = 0.25
-    config.detection.box_score_threshold = 0.05
-    config.detection.box_nms_threshold = 0.5
-    config.detection.detections_per_image = 100
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 50
-    config.optimizer.grad_clip_norm = 10.0
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 3000
-    config.train.log_every = 25
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 500
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/mAP50"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
-    return config
+    """The shapes_faster_rcnn config: the Faster R-CNN base as it is (see the module
+    docstring)."""
+    return bases.faster_rcnn("shapes_faster_rcnn")

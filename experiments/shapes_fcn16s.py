@@ -16,12 +16,12 @@ transposed convolutions initialised to exact bilinear interpolation.
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import shapes_fcn8s
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_fcn16s config: shapes_fcn8s with the FCN-16s head (see the docstring)."""
-    config = load_config("shapes_fcn8s")
+    config = shapes_fcn8s.get_config()
     config.name = "shapes_fcn16s"
     config.model.name = "fcn16s"
     return config

@@ -18,12 +18,12 @@ bilinear interpolation (`F.interpolate(align_corners=False)` at initialisation; 
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import shapes_fcn8s
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_fcn32s config: shapes_fcn8s with the FCN-32s head (see the docstring)."""
-    config = load_config("shapes_fcn8s")
+    config = shapes_fcn8s.get_config()
     config.name = "shapes_fcn32s"
     config.model.name = "fcn32s"
     return config

@@ -31,12 +31,12 @@ thresholded at 0.5. Evaluation: COCO box and mask AP (`test/box_AP`, `test/box_A
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import shapes_faster_rcnn
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_mask_rcnn config: shapes_faster_rcnn plus the mask branch (see above)."""
-    config = load_config("shapes_faster_rcnn")
+    config = shapes_faster_rcnn.get_config()
     config.name = "shapes_mask_rcnn"
     config.task = "mask_rcnn"
 

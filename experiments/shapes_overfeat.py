@@ -32,23 +32,14 @@ regressed box are merged greedily (IoU >= 0.3 and centre distance <= 0.5 x size,
 accumulated); per-class NMS is reported for comparison.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-
-def _localize_config() -> ml_collections.ConfigDict:
-    path = Path(__file__).with_name("shapes_localize.py")
-    spec = importlib.util.spec_from_file_location("_shapes_localize", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from . import shapes_localize
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_overfeat config (see the module docstring)."""
-    config = _localize_config()
+    config = shapes_localize.get_config()
     config.name = "shapes_overfeat"
     config.study = "overfeat"
 

@@ -22,58 +22,27 @@ pixels' patches per chunk. `model.num_classes = 5` counts the background.
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_patch_cnn config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "shapes_patch_cnn"
-    config.seed = 0
-    config.task = "segmentation"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "shapes/multi"
-    config.data.data_dir = None
-    config.data.batch_size = 16
-    config.data.eval_batch_size = 50
-    config.data.image_size = None
-    config.data.augment = True
-    config.data.max_objects = 16
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "patch_cnn"
-    config.model.num_classes = 5  # background + 4 shape classes
-    config.model.patch_size = 17
-    config.model.scales = (1, 2)
-    config.model.channels = (16, 32, 32)
-    config.model.hidden_units = 128
-    config.model.dropout_rate = 0.2
-    config.model.dtype = "float32"
-
-    config.segmentation = ml_collections.ConfigDict()
-    config.segmentation.ignore_label = 255
+    config = bases.segmentation("shapes_patch_cnn")
+    config.model = ml_collections.ConfigDict(
+        {
+            "name": "patch_cnn",
+            "num_classes": 5,  # background + 4 shape classes
+            "patch_size": 17,
+            "scales": (1, 2),
+            "channels": (16, 32, 32),
+            "hidden_units": 128,
+            "dropout_rate": 0.2,
+            "dtype": "float32",
+        }
+    )
     config.segmentation.pixels_per_image = 128
     config.segmentation.balance_classes = True
     config.segmentation.chunk_size = 4096
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 2e-3
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 3000
-    config.train.log_every = 50
     config.train.eval_every = 3000  # dense evaluation is the expensive part: once, at the end
-    config.train.checkpoint_every = 500
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/mIoU"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
     return config

@@ -27,37 +27,27 @@ chunks of 50, per-class NMS 0.3.
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import bases, shapes_fast_rcnn
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The shapes_rcnn config (see the module docstring)."""
-    config = load_config("shapes_fast_rcnn")
+    config = shapes_fast_rcnn.get_config()
     config.name = "shapes_rcnn"
     config.task = "rcnn"
-    config.data.batch_size = 4
     config.data.eval_split = "test[:200]"
     config.proposals.num_test = 100
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "rcnn"
-    config.model.num_classes = None
-    config.model.backbone = "small"
-    config.model.backbone_widths = (32, 64, 96, 128)
-    config.model.backbone_depth = 2
-    config.model.backbone_norm = "group"
-    config.model.warp_size = 32
-    config.model.context_padding = 4.0
-    config.model.representation_size = 256
-    config.model.dropout_rate = 0.0
-    config.model.box_features = "pool5"
-    config.model.dtype = "float32"
-
-    config.detection.roi_batch_size_per_image = 32
-    config.detection.test_chunk_size = 50
-
-    config.train.num_steps = 300
-    config.train.eval_every = 300
-    config.train.checkpoint_every = 100
-    config.train.best_metric = "test[:200]/mAP50"
+    config.model = bases.detector_model(
+        "rcnn",
+        bases.small_trunk((32, 64, 96, 128)),
+        warp_size=32,
+        context_padding=4.0,
+        representation_size=256,
+        dropout_rate=0.0,
+        box_features="pool5",
+    )
+    config.detection.update(roi_batch_size_per_image=32, test_chunk_size=50)
+    config.train.update(
+        num_steps=300, eval_every=300, checkpoint_every=100, best_metric="test[:200]/mAP50"
+    )
     return config

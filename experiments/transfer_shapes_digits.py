@@ -12,7 +12,7 @@ Expected:  measured once (35 min wall with the 2 cores shared by 3 jobs): pre-tr
            8x8 digits upsampled share little with flat-coloured shapes, and 14 labelled digits
            already train the small CNN; freezing buys speed, not accuracy, here.
 
-Study `transfer` (jaxcv.studies.transfer): the lecture's advice for little data ("use a
+Study `transfer` (jaxcv.studies.transfer): the usual advice for little data ("use a
 pre-trained network, keep the conv layers fixed"), measured. A 3-stage CNN (16, 32, 64 channels,
 BatchNorm) is trained to classify the object in shapes/single scenes at 32x32. Its conv trunk
 then starts classifiers of the real 8x8 handwritten digits, upsampled to 32x32 and replicated to
@@ -25,59 +25,27 @@ column. The table also gives the time per train step and XLA's FLOP count of eac
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The transfer_shapes_digits config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "transfer_shapes_digits"
-    config.seed = 0
-    config.task = "classification"
+    config = bases.classifier("transfer_shapes_digits")
     config.study = "transfer"
-
     # The target task; the source task's data is config.transfer.source_data, same image size.
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "digits"
-    config.data.data_dir = None
-    config.data.batch_size = 64
-    config.data.eval_batch_size = 120
     config.data.image_size = (32, 32)
-    config.data.augment = False
-    config.data.max_objects = 1
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "cnn"
-    config.model.num_classes = None
-    config.model.channels = (16, 32, 64)
-    config.model.kernel_size = 3
-    config.model.padding = "SAME"
-    config.model.pool_size = 2
-    config.model.batch_norm = True
-    config.model.hidden_units = (64,)
-    config.model.dropout_rate = 0.3
-    config.model.dtype = "float32"
+    config.model.update(channels=(16, 32, 64), hidden_units=(64,))
 
     # Pre-training (source task).
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 50
-    config.optimizer.grad_clip_norm = None
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 1000
-    config.train.log_every = 100
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 1
-    config.train.best_metric = None
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
+    config.optimizer.update(learning_rate=2e-3, warmup_steps=50)
+    config.train = bases.train(  # the classifier base's, without train.label_smoothing
+        num_steps=1000,
+        log_every=100,
+        eval_every=1000,
+        checkpoint_every=1000,
+        keep_checkpoints=1,
+        best_metric=None,
+    )
 
     config.transfer = ml_collections.ConfigDict()
     config.transfer.source_data = "shapes/single"
@@ -88,12 +56,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.transfer.finetune_steps = 200
 
     # Every target classifier (scratch, fine-tuned, frozen).
-    config.finetune_optimizer = ml_collections.ConfigDict()
-    config.finetune_optimizer.name = "adamw"
-    config.finetune_optimizer.learning_rate = 1e-3
-    config.finetune_optimizer.weight_decay = 1e-4
-    config.finetune_optimizer.schedule = "cosine"
-    config.finetune_optimizer.warmup_steps = 30
-    config.finetune_optimizer.grad_clip_norm = None
-    config.finetune_optimizer.freeze = []
+    config.finetune_optimizer = bases.finetune_adamw(warmup_steps=30)
     return config

@@ -30,7 +30,7 @@ counted as ordinary ground truth (the task's batch keys do not include ``ignore`
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import bases, voc07_faster_rcnn_vgg16
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -39,32 +39,12 @@ def get_config() -> ml_collections.ConfigDict:
     Data, optimizer and schedule are those of ``voc07_faster_rcnn_vgg16`` (the two papers
     share them); the model, the RoI settings and the external proposals are Fast R-CNN's.
     """
-    config = load_config("voc07_faster_rcnn_vgg16")
+    config = voc07_faster_rcnn_vgg16.get_config()
     config.name = "voc07_fast_rcnn_vgg16"
     config.task = "fast_rcnn"
-
-    config.proposals = ml_collections.ConfigDict()
-    config.proposals.mode = "fast"
-    config.proposals.num_train = 2000
-    config.proposals.num_test = 2000
-    config.proposals.cache_dir = None
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "fast_rcnn"
-    config.model.num_classes = None
-    config.model.backbone = "vgg16"
-    config.model.roi_size = 7
-    config.model.representation_size = 4096
-    config.model.dropout_rate = 0.5
-    config.model.dtype = "float32"
-
-    # Fields of jaxcv.tasks.fast_rcnn.ProposalDetectionSettings.
-    config.detection = ml_collections.ConfigDict()
-    config.detection.roi_batch_size_per_image = 64
-    config.detection.roi_positive_fraction = 0.25
-    config.detection.box_beta = 1.0
-    config.detection.box_score_threshold = 0.05
-    config.detection.box_nms_threshold = 0.3
-    config.detection.detections_per_image = 100
-    config.detection.test_chunk_size = 0
+    config.proposals = bases.proposals(2000)
+    config.model = bases.detector_model(
+        "fast_rcnn", {"backbone": "vgg16"}, roi_size=7, representation_size=4096, dropout_rate=0.5
+    )
+    config.detection = bases.proposal_detection()
     return config

@@ -33,76 +33,51 @@ truth, which lowers mAP slightly compared with the devkit.
 
 import ml_collections
 
+from . import bases
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The voc07_faster_rcnn_vgg16 config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
-    config.name = "voc07_faster_rcnn_vgg16"
-    config.seed = 0
-    config.task = "faster_rcnn"
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "voc/2007"
-    config.data.data_dir = None
-    config.data.batch_size = 2
-    config.data.eval_batch_size = 8
-    config.data.image_size = (600, 800)
-    config.data.augment = True
-    config.data.max_objects = 48
-    config.data.train_split = "train+validation"
-    config.data.eval_split = "test"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "faster_rcnn"
-    config.model.num_classes = None
-    config.model.backbone = "vgg16"
-    config.model.anchor_sizes = (128.0, 256.0, 512.0)
-    config.model.aspect_ratios = (0.5, 1.0, 2.0)
-    config.model.rpn_channels = 512
-    config.model.roi_size = 7
-    config.model.sampling_ratio = 2
-    config.model.aligned = False
-    config.model.representation_size = 4096
-    config.model.dtype = "float32"
-
-    config.detection = ml_collections.ConfigDict()
-    config.detection.rpn_batch_size_per_image = 256
-    config.detection.rpn_positive_fraction = 0.5
-    config.detection.rpn_fg_iou = 0.7
-    config.detection.rpn_bg_iou = 0.3
-    config.detection.rpn_pre_nms_top_n_train = 12000
-    config.detection.rpn_post_nms_top_n_train = 2000
-    config.detection.rpn_pre_nms_top_n_test = 6000
-    config.detection.rpn_post_nms_top_n_test = 300
-    config.detection.rpn_nms_threshold = 0.7
-    config.detection.roi_batch_size_per_image = 128
-    config.detection.roi_positive_fraction = 0.25
-    config.detection.box_score_threshold = 0.05
-    config.detection.box_nms_threshold = 0.3
-    config.detection.detections_per_image = 100
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = False
-    config.optimizer.weight_decay = 5e-4
-    config.optimizer.schedule = "step"
-    config.optimizer.boundaries = (30000,)
-    config.optimizer.decay_factor = 0.1
-    config.optimizer.warmup_steps = 500
-    config.optimizer.grad_clip_norm = 10.0
-    config.optimizer.freeze = []
-
-    config.train = ml_collections.ConfigDict()
+    config = bases.faster_rcnn("voc07_faster_rcnn_vgg16")
+    config.data = bases.data(
+        "voc/2007",
+        batch_size=2,
+        eval_batch_size=8,
+        image_size=(600, 800),
+        augment=True,
+        max_objects=48,
+        train_split="train+validation",
+    )
+    config.model = bases.detector_model(
+        "faster_rcnn",
+        {"backbone": "vgg16"},
+        anchor_sizes=(128.0, 256.0, 512.0),
+        aspect_ratios=(0.5, 1.0, 2.0),
+        rpn_channels=512,
+        roi_size=7,
+        sampling_ratio=2,
+        aligned=False,
+        representation_size=4096,
+    )
+    config.detection.update(
+        rpn_positive_fraction=0.5,
+        rpn_fg_iou=0.7,
+        rpn_bg_iou=0.3,
+        rpn_pre_nms_top_n_train=12000,
+        rpn_post_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=6000,
+        rpn_post_nms_top_n_test=300,
+        rpn_nms_threshold=0.7,
+        box_nms_threshold=0.3,
+    )
+    config.optimizer = bases.sgd(
+        1e-3,
+        weight_decay=5e-4,
+        warmup_steps=500,
+        schedule="step",
+        boundaries=(30000,),
+        grad_clip_norm=10.0,
+    )
     # 60k + 20k iterations of one image = 40k steps of two images, the decay after 30k.
-    config.train.num_steps = 40000
-    config.train.log_every = 100
-    config.train.eval_every = 10000
-    config.train.checkpoint_every = 2000
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "test/mAP50"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
+    config.train.update(num_steps=40000, log_every=100, eval_every=10000, checkpoint_every=2000)
     return config

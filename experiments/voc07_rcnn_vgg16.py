@@ -28,29 +28,23 @@ VOC "difficult" objects count as ordinary ground truth.
 
 import ml_collections
 
-from jaxcv.experiments import load_config
+from . import bases, voc07_fast_rcnn_vgg16
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The voc07_rcnn_vgg16 config (see the module docstring)."""
-    config = load_config("voc07_fast_rcnn_vgg16")
+    config = voc07_fast_rcnn_vgg16.get_config()
     config.name = "voc07_rcnn_vgg16"
     config.task = "rcnn"
-    config.data.batch_size = 4
-    config.data.eval_batch_size = 2
-    config.data.image_size = (500, 500)
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "rcnn"
-    config.model.num_classes = None
-    config.model.backbone = "vgg16"
-    config.model.warp_size = 224
-    config.model.context_padding = 16.0
-    config.model.representation_size = 4096
-    config.model.dropout_rate = 0.5
-    config.model.box_features = "pool5"
-    config.model.dtype = "float32"
-
-    config.detection.roi_batch_size_per_image = 32
-    config.detection.test_chunk_size = 64
+    config.data.update(batch_size=4, eval_batch_size=2, image_size=(500, 500))
+    config.model = bases.detector_model(
+        "rcnn",
+        {"backbone": "vgg16"},
+        warp_size=224,
+        context_padding=16.0,
+        representation_size=4096,
+        dropout_rate=0.5,
+        box_features="pool5",
+    )
+    config.detection.update(roi_batch_size_per_image=32, test_chunk_size=64)
     return config

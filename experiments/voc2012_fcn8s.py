@@ -53,62 +53,49 @@ The paper's optimisation (the reference "at-once" FCN-8s) and what jaxcv does:
 
 import ml_collections
 
+from . import bases, shapes_fcn8s
+
 TYPICAL_PIXELS = 500 * 375  # labelled pixels of a typical VOC image (the summed-loss scale)
 CAFFE_LEARNING_RATE = 1e-10  # on the summed loss
 CAFFE_WEIGHT_DECAY = 5e-4
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """The voc2012_fcn8s config (see the module docstring)."""
-    config = ml_collections.ConfigDict()
+    """The voc2012_fcn8s config: shapes_fcn8s's model on VGG-16 (see the module docstring)."""
+    config = shapes_fcn8s.get_config()
     config.name = "voc2012_fcn8s"
-    config.seed = 0
-    config.task = "segmentation"
+    config.data = bases.data(
+        "voc/2012-segmentation",
+        batch_size=1,
+        eval_batch_size=8,
+        image_size=(500, 500),  # a padded canvas (fit="pad"), not a resize
+        max_objects=1,  # unused (no boxes)
+        eval_split="validation",
+    )
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "voc/2012-segmentation"
-    config.data.data_dir = None
-    config.data.batch_size = 1
-    config.data.eval_batch_size = 8
-    config.data.image_size = (500, 500)  # a padded canvas (fit="pad"), not a resize
-    config.data.augment = False
-    config.data.max_objects = 1  # unused (no boxes)
-    config.data.train_split = "train"
-    config.data.eval_split = "validation"
+    config.model.update(
+        num_classes=21,  # background + 20 VOC classes
+        stages=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512,) * 3),
+        batch_norm=False,
+        fc_width=4096,
+        fc6_kernel=7,
+        dropout_rate=0.5,
+    )
+    del config.model.input_scale  # shapes_fcn8s's 2x-input option is not part of this recipe
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "fcn8s"
-    config.model.num_classes = 21  # background + 20 VOC classes
-    config.model.backbone = "vgg"
-    config.model.stages = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512,) * 3)
-    config.model.batch_norm = False
-    config.model.fc_width = 4096
-    config.model.fc6_kernel = 7
-    config.model.dropout_rate = 0.5
-    config.model.dtype = "float32"
-
-    config.segmentation = ml_collections.ConfigDict()
-    config.segmentation.ignore_label = 255
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = CAFFE_LEARNING_RATE * TYPICAL_PIXELS
-    config.optimizer.momentum = 0.99
-    config.optimizer.nesterov = False
-    config.optimizer.weight_decay = CAFFE_WEIGHT_DECAY / TYPICAL_PIXELS
-    config.optimizer.schedule = "constant"
-    config.optimizer.warmup_steps = 0
-    config.optimizer.grad_clip_norm = None
+    config.optimizer = bases.sgd(
+        CAFFE_LEARNING_RATE * TYPICAL_PIXELS,
+        momentum=0.99,
+        weight_decay=CAFFE_WEIGHT_DECAY / TYPICAL_PIXELS,
+        schedule="constant",
+        warmup_steps=0,
+    )
     config.optimizer.freeze = ["upscore8/"]
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 100_000
-    config.train.log_every = 100
-    config.train.eval_every = 10_000
-    config.train.checkpoint_every = 2_000
-    config.train.keep_checkpoints = 2
-    config.train.best_metric = "validation/mIoU"
-    config.train.best_mode = "max"
-    config.train.parallel = "mesh"
-    config.train.on_nonfinite = "stop"
+    config.train.update(
+        num_steps=100_000,
+        log_every=100,
+        eval_every=10_000,
+        checkpoint_every=2_000,
+        best_metric="validation/mIoU",
+    )
     return config
