@@ -2,17 +2,23 @@
 
 A study trains several small models (several latent sizes, label fractions, seeds) on a dataset
 that fits in memory, so it reads each split once (:func:`load_arrays`), samples training
-batches from NumPy arrays (:func:`fit`, which still runs the engine's pure train step through
-:class:`jaxcv.train.Parallel`), predicts in fixed-size padded batches (:func:`predict`) and
-writes one ``report.md`` with its own tables plus ``results.json``
+batches from NumPy arrays (:func:`fit`), predicts in fixed-size padded batches
+(:func:`predict`) and writes one ``report.md`` with its own tables plus ``results.json``
 (:func:`write_study_outputs`).
+
+What is study-specific stays here: the in-memory batches, the host-side predictions the
+studies' own evaluations (PCA, k-means, IWAE bounds, accuracy per label fraction) are computed
+from, and the report of tables. The steps themselves run through the training loop's parts
+(:mod:`jaxcv.train.step_loop`: step timing, non-finite losses, throughput) and
+``results.json`` is written by :func:`jaxcv.train.outputs.write_results`, as for
+:func:`jaxcv.train.loop.train_and_evaluate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,10 +31,12 @@ import numpy as np
 from jaxcv import data as jdata
 from jaxcv.train.logging import peak_rss_mb
 from jaxcv.train.optim import make_optimizer
+from jaxcv.train.outputs import write_results
 from jaxcv.train.parallel import Parallel
 from jaxcv.train.report import results_table
 from jaxcv.train.state import create_train_state
 from jaxcv.train.step import make_train_step
+from jaxcv.train.step_loop import MetricsWindow, StepRunner, nonfinite_location
 
 __all__ = [
     "FitResult",
@@ -39,7 +47,6 @@ __all__ = [
     "write_study_outputs",
 ]
 
-RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
 
@@ -71,8 +78,9 @@ def load_arrays(config: ml_collections.ConfigDict, split: str) -> dict[str, np.n
     return {"image": np.concatenate(images), "label": np.concatenate(labels).astype(np.int32)}
 
 
-def _index_stream(n: int, batch_size: int, rng: np.random.Generator):
+def _index_stream(n: int, batch_size: int, seed: int):
     """Batches of indices from consecutive shuffled epochs (works for ``n < batch_size``)."""
+    rng = np.random.default_rng(seed)
     buffer = np.zeros((0,), np.int64)
     while True:
         while buffer.size < batch_size:
@@ -84,11 +92,13 @@ def _index_stream(n: int, batch_size: int, rng: np.random.Generator):
 @dataclasses.dataclass
 class FitResult:
     """A finished training run: host ``variables`` (``{'params': ..., **model_state}``), the
-    logged ``losses`` ``[(step, mean loss)]`` and the wall ``seconds`` (compilation
-    included); ``first_step_seconds`` is the first step (mostly compilation),
-    ``step_seconds`` the mean wall time of the other steps (batch slicing included; NaN for
-    a one-step run) and ``step_cpu_seconds`` their mean CPU time (all threads of the process;
-    less sensitive than wall time to other processes on a shared machine)."""
+    logged ``losses`` ``[(step, mean loss)]`` (the first step on its own, then every
+    ``log_every`` steps and the last) and the wall ``seconds`` (compilation included);
+    ``first_step_seconds`` is the first step (mostly compilation), ``step_seconds`` the mean
+    wall time of the other steps (batch slicing included; NaN for a one-step run) and
+    ``step_cpu_seconds`` their mean CPU time (all threads of the process; less sensitive than
+    wall time to other processes on a shared machine). The timing is
+    :class:`jaxcv.train.step_loop.MetricsWindow`'s, as for every training run."""
 
     variables: dict
     losses: list[tuple[int, float]]
@@ -96,6 +106,20 @@ class FitResult:
     first_step_seconds: float = float("nan")
     step_seconds: float = float("nan")
     step_cpu_seconds: float = float("nan")
+
+
+def _initial_state(task, arrays, tx, seed, init, init_variables):
+    """The train state initialised on ``arrays`` (one batch), then ``init`` and
+    ``init_variables`` applied (the optimizer state rebuilt for the new params)."""
+    state = create_train_state(task, jax.random.PRNGKey(seed), arrays, tx)
+    if init is not None:
+        params = init(state.params)
+        state = state.replace(params=params, opt_state=tx.init(params))
+    if init_variables is not None:
+        variables = dict(init_variables({"params": state.params, **state.model_state}))
+        params = variables.pop("params")
+        state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
+    return state
 
 
 def fit(
@@ -112,6 +136,12 @@ def fit(
     log_every: int = 100,
 ) -> FitResult:
     """Train ``task`` on batches sampled from in-memory ``arrays``.
+
+    The steps run through :class:`jaxcv.train.step_loop.StepRunner` and
+    :class:`~jaxcv.train.step_loop.MetricsWindow`, the parts of
+    :func:`jaxcv.train.loop.train_and_evaluate` that run and time steps; what is particular
+    here is the data (index batches of consecutive shuffled epochs of ``arrays``), no
+    evaluation and no checkpoints.
 
     Args:
       task: a :class:`jaxcv.tasks.base.Task`.
@@ -131,54 +161,44 @@ def fit(
       A :class:`FitResult`.
 
     Raises:
-      RuntimeError: the loss became NaN/inf (names the step).
+      jaxcv.errors.NonFiniteLossError: the loss became NaN/inf (a ``RuntimeError`` naming the
+        step, with its ``step``).
     """
     if num_steps < 1 or batch_size < 1:
         raise ValueError(f"num_steps and batch_size must be >= 1; got {num_steps}, {batch_size}")
     t0 = time.perf_counter()
     n = arrays["image"].shape[0]
     keys = [k for k, v in arrays.items() if np.ndim(v) and v.shape[0] == n]
-    stream = _index_stream(n, batch_size, np.random.default_rng(seed))
+    batches = ({k: arrays[k][i] for k in keys} for i in _index_stream(n, batch_size, seed))
     tx = make_optimizer(optimizer, num_steps)
-    first = next(stream)
-    state = create_train_state(
-        task, jax.random.PRNGKey(seed), {k: arrays[k][first] for k in keys}, tx
-    )
-    if init is not None:
-        params = init(state.params)
-        state = state.replace(params=params, opt_state=tx.init(params))
-    if init_variables is not None:
-        variables = dict(init_variables({"params": state.params, **state.model_state}))
-        params = variables.pop("params")
-        state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
+    first = next(batches)
+    state = _initial_state(task, first, tx, seed, init, init_variables)
     par = Parallel(parallel)
     step_fn = par.compile_train_step(make_train_step(task, axis_name=par.axis_name))
     state = par.put_state(state)
-    losses, pending = [], []
-    indices = first
-    t_steps, cpu_steps = time.perf_counter(), time.process_time()
-    first_step = float("nan")
+    losses: list[tuple[int, float]] = []
+    window = MetricsWindow(
+        par.get_metrics,
+        batch_size,
+        describe_nonfinite=lambda loss, step: (
+            f"{nonfinite_location(loss, step, seed)}; lower the learning rate"
+        ),
+        log=lambda step, means: losses.append((step, means["loss"])),
+    )
+    runner = StepRunner(step_fn, par, itertools.chain([first], batches), window)
     for step in range(1, num_steps + 1):
-        state, metrics = step_fn(state, par.put_batch({k: arrays[k][indices] for k in keys}))
-        pending.append(metrics["loss"])
-        if step == 1:  # one sync: the steady-state step time below excludes compilation
-            jax.block_until_ready(metrics["loss"])
-            first_step = time.perf_counter() - t_steps
-            t_steps, cpu_steps = time.perf_counter(), time.process_time()
+        state = runner.run(state, step)
         if step % log_every == 0 or step == num_steps:
-            values = np.asarray([float(np.asarray(jax.device_get(v))) for v in pending])
-            if not np.all(np.isfinite(values)):
-                bad = step - len(values) + 1 + int(np.flatnonzero(~np.isfinite(values))[0])
-                raise RuntimeError(f"non-finite loss at step {bad}; lower the learning rate")
-            losses.append((step, float(values.mean())))
-            pending = []
-        indices = next(stream)
-    jax.block_until_ready(state.params)
-    n = num_steps - 1 if num_steps > 1 else float("nan")
-    steady = (time.perf_counter() - t_steps) / n
-    steady_cpu = (time.process_time() - cpu_steps) / n
+            window.flush(step)
     variables = par.get_state(state).variables
-    return FitResult(variables, losses, time.perf_counter() - t0, first_step, steady, steady_cpu)
+    return FitResult(
+        variables,
+        losses,
+        time.perf_counter() - t0,
+        runner.compile_s,
+        window.step_seconds,
+        window.step_cpu_seconds,
+    )
 
 
 def predict(
@@ -242,7 +262,7 @@ def write_study_outputs(
     results["peak_rss_mb"] = peak_rss_mb()
     if wall_start is not None:
         results["wall_s"] = time.perf_counter() - wall_start
-    (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_results(workdir, results)
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"# {config.name}", "", f"Run directory `{workdir.resolve()}`, written {now}.", ""]
     out += [f"{line}  " for line in notes]

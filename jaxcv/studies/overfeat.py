@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -38,12 +37,11 @@ from jaxcv.tasks.sliding_window import best_window, detect, window_candidates
 from jaxcv.train import report as report_lib
 from jaxcv.train.inference import restore_run
 from jaxcv.train.loop import train_and_evaluate
+from jaxcv.train.outputs import write_results
 from jaxcv.viz.detections import detection_grid
 from jaxcv.viz.windows import overfeat_panels
 
 __all__ = ["localizer_config", "run_overfeat"]
-
-RESULTS_FILE = "results.json"
 
 
 def localizer_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -259,7 +257,7 @@ def run_overfeat(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     )
     results.update(multi)
     figures = single_figures + figures
-    (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_results(workdir, results)
     notes = [
         f"Localizer trained in `{loc_dir}` (step {step}) on {window[0]}x{window[1]} crops of "
         f"`{config.data.name}`; FC heads converted to convolutions (window {window}, stride "

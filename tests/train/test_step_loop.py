@@ -1,0 +1,91 @@
+"""MetricsWindow and StepRunner (jaxcv/train/step_loop.py), shared by train_and_evaluate and
+the studies' fit: means, throughput, the untimed first step, non-finite losses."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxcv.errors import NonFiniteLossError
+from jaxcv.models.autoencoder import Autoencoder
+from jaxcv.studies.engine import fit
+from jaxcv.tasks.autoencoder import AutoencoderTask
+from jaxcv.train.step_loop import MetricsWindow, StepRunner, nonfinite_location
+
+
+def _window(**kwargs):
+    logged = []
+    window = MetricsWindow(
+        lambda m: dict(m),
+        4,
+        describe_nonfinite=lambda loss, step: f"bad {loss} at {step}",
+        log=lambda step, means: logged.append((step, means)),
+        **kwargs,
+    )
+    return window, logged
+
+
+def test_window_means_throughput_and_untimed_first_step():
+    window, logged = _window()
+    assert window.flush(1) is None and logged == []  # nothing pending: no sync, no record
+    window.add({"loss": 3.0})
+    first = window.flush(1, timed=False)
+    assert first == {"loss": 3.0} and window.timed_steps == 0 and window.images_per_s == 0.0
+    assert np.isnan(window.step_seconds)
+    for loss in (1.0, 2.0):
+        window.add({"loss": loss, "nonfinite": 0.0})
+    means = window.flush(3)
+    assert means["loss"] == 1.5 and means["images_per_s"] > 0
+    assert [s for s, _ in logged] == [1, 3] and window.last is means
+    assert window.timed_steps == 2 and window.step_seconds == window.train_s / 2
+    assert window.images_per_s == pytest.approx(2 * 4 / window.train_s)
+    assert window.step_cpu_seconds >= 0
+
+
+def test_window_names_the_first_nonfinite_step():
+    window, _ = _window(start_step=10)
+    for loss in (1.0, float("nan"), float("inf")):
+        window.add({"loss": loss})
+    with pytest.raises(NonFiniteLossError, match="bad nan at 12") as err:
+        window.flush(13)
+    assert err.value.step == 12
+
+
+def test_window_counts_skipped_updates():
+    window, _ = _window(stop_on_nonfinite=False)
+    window.add({"loss": float("nan"), "nonfinite": 1.0})
+    window.add({"loss": 1.0, "nonfinite": 0.0})
+    window.flush(2)
+    assert window.nonfinite_skipped == 1
+
+
+def test_runner_syncs_the_first_step_alone():
+    window, logged = _window()
+
+    class Par:
+        def put_batch(self, batch):
+            return batch
+
+    def step_fn(state, batch):
+        return state + 1, {"loss": float(batch["x"])}
+
+    runner = StepRunner(step_fn, Par(), iter({"x": i} for i in range(5)), window, first_step=1)
+    state = 0
+    for step in range(1, 4):
+        state = runner.run(state, step)
+    assert state == 3 and runner.compile_s > 0
+    assert [s for s, _ in logged] == [1]  # only the first step was flushed
+    assert window.flush(3)["loss"] == 1.5  # batches 1 and 2
+
+
+def test_fit_stops_with_the_loop_error_on_a_nonfinite_loss():
+    model = Autoencoder(latent_dim=2, image_shape=(4, 4, 1), architecture="linear")
+    task = AutoencoderTask(model, pixel_mean=(0.5,), pixel_std=(0.1,))
+    images = np.random.default_rng(0).normal(size=(8, 4, 4, 1)).astype(np.float32)
+    optimizer = ml_collections.ConfigDict(
+        {"name": "sgd", "learning_rate": 1e30, "momentum": 0.0, "schedule": "constant"}
+    )
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(training batch") as err:
+        fit(task, {"image": images}, optimizer, num_steps=20, batch_size=8, seed=0,
+            parallel="none", log_every=5)  # fmt: skip
+    assert err.value.step > 1
+    assert nonfinite_location(float("nan"), 3, 7).endswith("#2 of the seed-7 stream)")
