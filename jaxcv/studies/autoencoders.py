@@ -104,6 +104,64 @@ def _start(workdir) -> tuple[Path, Path, float]:
     return workdir, fig_dir, time.perf_counter()
 
 
+def _ae_pca_at(config, k: int, full: PCA, train, test, x_test, workdir) -> tuple[dict, tuple, str]:
+    """PCA, the linear AE and the conv AE at latent size ``k``.
+
+    Returns ``(results, table row, markdown link to the reconstructions figure)``.
+    """
+    u = config.unsupervised
+    linear_opt = u.get("linear_optimizer") or config.optimizer
+    results = {}
+    pca = PCA(full.mean, full.components[:k], full.explained_variance[:k])
+    # How well-determined the top-k subspace is: variance ratio across its boundary.
+    var = full.explained_variance
+    gap = float(var[k - 1] / var[k]) if k < var.size and var[k] > 0 else float("inf")
+    results[f"test/pca_eigengap_k{k}"] = gap
+    pca_recon = pca.reconstruct(x_test)
+    results[f"test/mse_pca_k{k}"] = reconstruction_mse(x_test, pca_recon)
+
+    linear = make_autoencoder(
+        config, architecture="linear", latent_dim=k, output_activation="identity"
+    )
+    lin_task, lin = train_autoencoder(
+        config, train, linear, num_steps=int(u.linear_steps), optimizer=linear_opt
+    )
+    lin_mse, lin_out = _test_mse(config, lin_task, lin.variables, test)
+    results[f"test/mse_linear_ae_k{k}"] = lin_mse
+    decoder = np.asarray(lin.variables["params"]["decoder"]["out"]["kernel"])  # (k, P)
+    angles = principal_angles(decoder.T, pca.components.T)
+    results[f"test/principal_angle_max_deg_k{k}"] = float(angles.max())
+    results[f"test/principal_angle_mean_deg_k{k}"] = float(angles.mean())
+
+    conv_task, conv = train_autoencoder(
+        config, train, make_autoencoder(config, architecture="conv", latent_dim=k)
+    )
+    conv_mse, conv_out = _test_mse(config, conv_task, conv.variables, test)
+    results[f"test/mse_conv_ae_k{k}"] = conv_mse
+    row = (
+        k,
+        f"{results[f'test/mse_pca_k{k}']:.5f}",
+        f"{lin_mse:.5f}",
+        f"{conv_mse:.5f}",
+        f"{angles.max():.2f}",
+        f"{angles.mean():.2f}",
+        f"{gap:.3f}",
+        f"{lin.seconds:.0f} / {conv.seconds:.0f}",
+    )
+    shown = slice(0, 12)
+    path = image_rows(
+        {
+            "ground truth": lin_out["target"][shown],
+            f"PCA k={k}": pca_recon[shown].reshape(lin_out["target"][shown].shape),
+            f"linear AE k={k}": lin_out["reconstruction"][shown],
+            f"conv AE k={k}": conv_out["reconstruction"][shown],
+        },
+        workdir / FIGURES_DIR / f"reconstructions_k{k}.png",
+        title=f"test reconstructions, latent size {k}",
+    )
+    return results, row, figure_link(workdir, path, f"k={k}")
+
+
 def run_ae_pca(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     """PCA vs a linear AE vs a conv AE at each latent size (test MSE), and the principal angles
     between the linear AE's decoder span and the PCA subspace.
@@ -111,7 +169,7 @@ def run_ae_pca(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     Results: ``test/mse_pca_k{k}``, ``test/mse_linear_ae_k{k}``, ``test/mse_conv_ae_k{k}``,
     ``test/principal_angle_max_deg_k{k}``, ``test/principal_angle_mean_deg_k{k}``.
     """
-    workdir, fig_dir, wall = _start(workdir)
+    workdir, _, wall = _start(workdir)
     u = config.unsupervised
     train = load_arrays(config, config.data.train_split)
     test = load_arrays(config, config.data.eval_split)
@@ -119,62 +177,12 @@ def run_ae_pca(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     x_test = unit_pixels(config, test["image"]).reshape(len(test["image"]), -1)
     linear_opt = u.get("linear_optimizer") or config.optimizer
     results, rows, sections = {}, [], []
-    shown = slice(0, 12)
     full = PCA.fit(x_train, min(x_train.shape))
     for k in u.latent_sizes:
-        k = int(k)
-        pca = PCA(full.mean, full.components[:k], full.explained_variance[:k])
-        # How well-determined the top-k subspace is: variance ratio across its boundary.
-        var = full.explained_variance
-        gap = float(var[k - 1] / var[k]) if k < var.size and var[k] > 0 else float("inf")
-        results[f"test/pca_eigengap_k{k}"] = gap
-        pca_recon = pca.reconstruct(x_test)
-        results[f"test/mse_pca_k{k}"] = reconstruction_mse(x_test, pca_recon)
-
-        lin_task, lin = train_autoencoder(
-            config,
-            train,
-            make_autoencoder(
-                config, architecture="linear", latent_dim=k, output_activation="identity"
-            ),
-            num_steps=int(u.linear_steps),
-            optimizer=linear_opt,
-        )
-        lin_mse, lin_out = _test_mse(config, lin_task, lin.variables, test)
-        results[f"test/mse_linear_ae_k{k}"] = lin_mse
-        decoder = np.asarray(lin.variables["params"]["decoder"]["out"]["kernel"])  # (k, P)
-        angles = principal_angles(decoder.T, pca.components.T)
-        results[f"test/principal_angle_max_deg_k{k}"] = float(angles.max())
-        results[f"test/principal_angle_mean_deg_k{k}"] = float(angles.mean())
-
-        conv_task, conv = train_autoencoder(
-            config, train, make_autoencoder(config, architecture="conv", latent_dim=k)
-        )
-        conv_mse, conv_out = _test_mse(config, conv_task, conv.variables, test)
-        results[f"test/mse_conv_ae_k{k}"] = conv_mse
-        rows.append(
-            (
-                k,
-                f"{results[f'test/mse_pca_k{k}']:.5f}",
-                f"{lin_mse:.5f}",
-                f"{conv_mse:.5f}",
-                f"{angles.max():.2f}",
-                f"{angles.mean():.2f}",
-                f"{gap:.3f}",
-                f"{lin.seconds:.0f} / {conv.seconds:.0f}",
-            )
-        )
-        path = image_rows(
-            {
-                "ground truth": lin_out["target"][shown],
-                f"PCA k={k}": pca_recon[shown].reshape(lin_out["target"][shown].shape),
-                f"linear AE k={k}": lin_out["reconstruction"][shown],
-                f"conv AE k={k}": conv_out["reconstruction"][shown],
-            },
-            fig_dir / f"reconstructions_k{k}.png",
-            title=f"test reconstructions, latent size {k}",
-        )
-        sections.append((f"Reconstructions, k = {k}", figure_link(workdir, path, f"k={k}")))
+        k_results, row, link = _ae_pca_at(config, int(k), full, train, test, x_test, workdir)
+        results.update(k_results)
+        rows.append(row)
+        sections.append((f"Reconstructions, k = {int(k)}", link))
     table = markdown_table(
         (
             "latent k",
@@ -283,6 +291,36 @@ def _label_subset(labels: np.ndarray, fraction: float, num_classes: int, seed: i
     return np.sort(chosen)
 
 
+def _finetune_accuracies(config, task, optimizers, copy_encoder, train, test, fraction, classes):
+    """Test accuracy of each mode (``scratch``, ``pretrained``, ``frozen``) for every seed of
+    ``finetune_seeds``, trained on a stratified ``fraction`` of the train labels (``classes``
+    classes).
+
+    Returns ``({mode: [accuracy per seed]}, number of labelled images of the last subset)``.
+    """
+    u = config.unsupervised
+    accs = {"scratch": [], "pretrained": [], "frozen": []}
+    for seed in u.finetune_seeds:
+        idx = _label_subset(train["label"], fraction, classes, int(seed))
+        subset = {"image": train["image"][idx], "label": train["label"][idx]}
+        for mode in accs:
+            res = fit(
+                task,
+                subset,
+                optimizers[mode],
+                num_steps=int(u.finetune_steps),
+                batch_size=int(config.data.batch_size),
+                seed=int(seed),
+                parallel=config.train.parallel,
+                init=None if mode == "scratch" else copy_encoder,
+            )
+            out = predict(
+                task.predict_fn, res.variables, test["image"], int(config.data.eval_batch_size)
+            )
+            accs[mode].append(float(np.mean(out["pred_label"] == test["label"])))
+    return accs, len(idx)
+
+
 def run_pretrain_finetune(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     """Pre-train a conv AE on the train images (no labels), then train an encoder + head
     classifier on a fraction of the labels from the pre-trained encoder vs from scratch (same
@@ -299,12 +337,13 @@ def run_pretrain_finetune(config: ml_collections.ConfigDict, workdir) -> dict[st
     train = load_arrays(config, config.data.train_split)
     test = load_arrays(config, config.data.eval_split)
     info = jdata.get_info(config.data.name, data_dir=config.data.data_dir)
+    num_classes = int(info.num_classes)
     dim = int(u.pretrain_latent_dim)
     ae = make_autoencoder(config, latent_dim=dim)
     _, pretrained = train_autoencoder(config, train, ae)
     encoder_params = pretrained.variables["params"]["encoder"]
     classifier = EncoderClassifier(
-        num_classes=int(info.num_classes),
+        num_classes=num_classes,
         latent_dim=dim,
         architecture=ae.architecture,
         hidden_units=tuple(ae.hidden_units),
@@ -325,32 +364,16 @@ def run_pretrain_finetune(config: ml_collections.ConfigDict, workdir) -> dict[st
     results, rows = {}, []
     for fraction in u.label_fractions:
         pct = round(float(fraction) * 100)
-        accs = {"scratch": [], "pretrained": [], "frozen": []}
-        for seed in u.finetune_seeds:
-            idx = _label_subset(train["label"], float(fraction), int(info.num_classes), int(seed))
-            subset = {"image": train["image"][idx], "label": train["label"][idx]}
-            for mode in accs:
-                res = fit(
-                    task,
-                    subset,
-                    optimizers[mode],
-                    num_steps=int(u.finetune_steps),
-                    batch_size=int(config.data.batch_size),
-                    seed=int(seed),
-                    parallel=config.train.parallel,
-                    init=None if mode == "scratch" else copy_encoder,
-                )
-                out = predict(
-                    task.predict_fn, res.variables, test["image"], int(config.data.eval_batch_size)
-                )
-                accs[mode].append(float(np.mean(out["pred_label"] == test["label"])))
+        accs, labelled = _finetune_accuracies(
+            config, task, optimizers, copy_encoder, train, test, float(fraction), num_classes
+        )
         for mode, values in accs.items():
             results[f"test/accuracy_{mode}_{pct}pct"] = float(np.mean(values))
             results[f"test/accuracy_{mode}_{pct}pct_std"] = float(np.std(values))
         rows.append(
             (
                 f"{pct}%",
-                len(idx),
+                labelled,
                 _pm(accs["scratch"]),
                 _pm(accs["pretrained"]),
                 _pm(accs["frozen"]),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
@@ -83,19 +84,13 @@ def train_step_flops(task, optimizer, arrays, batch_size: int) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def run_transfer(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
-    """Run the study (see the module docstring) in ``workdir``; returns the flat results.
+def _pretrain(config) -> tuple[Any, dict, dict[str, float], Any, dict]:
+    """Pre-train the classifier on ``transfer.source_data``.
 
-    Results: ``source/test_accuracy``; ``test/accuracy_{mode}_{p}pct`` and ``..._std`` for each
-    mode and label fraction ``p`` (percent); ``time/{mode}_ms_per_step``;
-    ``flops/{mode}_gflops_per_step``.
+    Returns ``(FitResult, source train arrays, results, source info, trunk variables)``;
+    results hold ``source/test_accuracy``, the trunk ``{collection: variables}`` of ``TRUNK``.
     """
-    wall = time.perf_counter()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     tr, dc = config.transfer, config.data
-    batch, eval_batch = int(dc.batch_size), int(dc.eval_batch_size)
-
     source_config = copy.deepcopy(config)
     with source_config.unlocked():
         source_config.data.name = tr.source_data
@@ -108,14 +103,36 @@ def run_transfer(config: ml_collections.ConfigDict, workdir) -> dict[str, float]
         source_train,
         config.optimizer,
         num_steps=int(config.train.num_steps),
-        batch_size=batch,
+        batch_size=int(dc.batch_size),
         seed=int(config.seed),
         parallel=config.train.parallel,
     )
-    results = {
-        "source/test_accuracy": _accuracy(source_task, pre.variables, source_test, eval_batch)
-    }
+    accuracy = _accuracy(source_task, pre.variables, source_test, int(dc.eval_batch_size))
     trunk = {col: tree[TRUNK] for col, tree in pre.variables.items() if TRUNK in tree}
+    return pre, source_train, {"source/test_accuracy": accuracy}, source_info, trunk
+
+
+def _setups(config, num_classes: int) -> dict[str, tuple[Any, Any, bool]]:
+    """``mode -> (task, optimizer, start from the pre-trained trunk)``, timing row included."""
+    frozen_opt = copy.deepcopy(config.finetune_optimizer)
+    with frozen_opt.unlocked():
+        frozen_opt.freeze = [f"^{TRUNK}/"]
+    k, opt = num_classes, config.finetune_optimizer
+    return {
+        "scratch": (ClassificationTask(_classifier(config, k)), opt, False),
+        "finetune": (ClassificationTask(_classifier(config, k)), opt, True),
+        "frozen": (ClassificationTask(_classifier(config, k, True)), frozen_opt, True),
+        TIMING_ONLY: (ClassificationTask(_classifier(config, k)), frozen_opt, True),
+    }
+
+
+def _train_modes(config, setups, trunk, train, test, num_classes):
+    """Every mode on every label fraction and seed (the timing row once).
+
+    Returns ``(accuracies {(mode, pct): [acc per seed]}, wall s/step {mode: [...]}, CPU s/step
+    {mode: [...]}, labelled images {pct: n})``.
+    """
+    tr, batch = config.transfer, int(config.data.batch_size)
 
     def with_trunk(variables):
         """The pre-trained trunk in, the new head (fresh initialisation) kept."""
@@ -124,64 +141,39 @@ def run_transfer(config: ml_collections.ConfigDict, workdir) -> dict[str, float]
             for col, tree in variables.items()
         }
 
-    info = jdata.get_info(dc.name, data_dir=dc.data_dir)
-    k = int(info.num_classes)
-    train = load_arrays(config, dc.train_split)
-    test = load_arrays(config, dc.eval_split)
-    train["image"], test["image"] = _rgb(train["image"]), _rgb(test["image"])
-    frozen_opt = copy.deepcopy(config.finetune_optimizer)
-    with frozen_opt.unlocked():
-        frozen_opt.freeze = [f"^{TRUNK}/"]
-    setups = {  # mode -> (task, optimizer, start from the pre-trained trunk)
-        "scratch": (ClassificationTask(_classifier(config, k)), config.finetune_optimizer, False),
-        "finetune": (ClassificationTask(_classifier(config, k)), config.finetune_optimizer, True),
-        "frozen": (ClassificationTask(_classifier(config, k, True)), frozen_opt, True),
-        TIMING_ONLY: (ClassificationTask(_classifier(config, k)), frozen_opt, True),
-    }
-
-    def run(mode: str, subset: dict, seed: int):
-        task, opt, pretrained = setups[mode]
-        res = fit(
-            task,
-            subset,
-            opt,
-            num_steps=int(tr.finetune_steps),
-            batch_size=batch,
-            seed=seed,
-            parallel=config.train.parallel,
-            init_variables=with_trunk if pretrained else None,
-        )
-        return _accuracy(task, res.variables, test, eval_batch), res
-
     accs: dict[tuple[str, int], list[float]] = {}
     times: dict[str, list[float]] = {m: [] for m in setups}
     cpu_times: dict[str, list[float]] = {m: [] for m in setups}
     sizes = {}
+    largest = max(map(float, tr.label_fractions))
     for fraction in tr.label_fractions:
         pct = round(float(fraction) * 100)
         for seed in tr.seeds:
-            idx = _label_subset(train["label"], float(fraction), k, int(seed))
+            idx = _label_subset(train["label"], float(fraction), num_classes, int(seed))
             sizes[pct] = len(idx)
             subset = {"image": train["image"][idx], "label": train["label"][idx]}
-            timing = float(fraction) == max(map(float, tr.label_fractions)) and seed == tr.seeds[0]
-            modes = [*MODES, TIMING_ONLY] if timing else MODES
-            for mode in modes:
-                acc, res = run(mode, subset, int(seed))
+            timing = float(fraction) == largest and seed == tr.seeds[0]
+            for mode in [*MODES, TIMING_ONLY] if timing else MODES:
+                task, opt, pretrained = setups[mode]
+                res = fit(
+                    task,
+                    subset,
+                    opt,
+                    num_steps=int(tr.finetune_steps),
+                    batch_size=batch,
+                    seed=int(seed),
+                    parallel=config.train.parallel,
+                    init_variables=with_trunk if pretrained else None,
+                )
+                acc = _accuracy(task, res.variables, test, int(config.data.eval_batch_size))
                 accs.setdefault((mode, pct), []).append(acc)
                 times[mode].append(res.step_seconds)
                 cpu_times[mode].append(res.step_cpu_seconds)
-    for (mode, pct), values in accs.items():
-        if mode == TIMING_ONLY:
-            results[f"test/accuracy_{mode}"] = float(np.mean(values))
-            continue
-        results[f"test/accuracy_{mode}_{pct}pct"] = float(np.mean(values))
-        results[f"test/accuracy_{mode}_{pct}pct_std"] = float(np.std(values))
-    flops = {m: train_step_flops(t, o, train, batch) for m, (t, o, _) in setups.items()}
-    for mode in setups:
-        results[f"time/{mode}_ms_per_step"] = 1e3 * float(np.nanmean(times[mode]))
-        results[f"time/{mode}_cpu_ms_per_step"] = 1e3 * float(np.nanmean(cpu_times[mode]))
-        results[f"flops/{mode}_gflops_per_step"] = flops[mode] / 1e9
+    return accs, times, cpu_times, sizes
 
+
+def _tables(results, accs, sizes, flops, modes) -> list[tuple[str, str]]:
+    """The report's accuracy table (mean ± std per fraction and mode) and step-cost table."""
     rows = [(f"{pct}%", sizes[pct], *(_pm(accs[(m, pct)]) for m in MODES)) for pct in sorted(sizes)]
     accuracy_table = markdown_table(
         (
@@ -205,13 +197,19 @@ def run_transfer(config: ml_collections.ConfigDict, workdir) -> dict[str, float]
             ratio("cpu_ms_per_step", mode),
             f"{flops[mode] / 1e9:.3f} ({flops[mode] / flops['finetune']:.2f}x)",
         )
-        for mode in setups
+        for mode in modes
     ]
     timing_table = markdown_table(
         ("mode", "wall ms / step", "CPU ms / step", "GFLOPs / step (XLA)"), timing_rows
     )
+    return [("Test accuracy vs labels", accuracy_table), ("Train step cost", timing_table)]
+
+
+def _notes(config, pre, source_train, source_info, results, accs, test, k) -> list[str]:
+    tr, dc = config.transfer, config.data
+    batch = int(dc.batch_size)
     mask_only_acc = float(np.mean(next(v for (m, _), v in accs.items() if m == TIMING_ONLY)))
-    notes = [
+    return [
         f"Pre-training: `{config.model.name}` {tuple(config.model.channels)} on "
         f"{tr.source_data} {tr.source_split} ({len(source_train['label'])} images, "
         f"{source_info.num_classes} classes) at {dc.image_size}, {config.train.num_steps} steps "
@@ -229,12 +227,39 @@ def run_transfer(config: ml_collections.ConfigDict, workdir) -> dict[str, float]
         "computed through the trunk and discarded), trained once at "
         f"the largest label fraction: test accuracy {mask_only_acc:.4f}.",
     ]
-    write_study_outputs(
-        workdir,
-        config,
-        results,
-        [("Test accuracy vs labels", accuracy_table), ("Train step cost", timing_table)],
-        notes=notes,
-        wall_start=wall,
-    )
+
+
+def run_transfer(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
+    """Run the study (see the module docstring) in ``workdir``; returns the flat results.
+
+    Results: ``source/test_accuracy``; ``test/accuracy_{mode}_{p}pct`` and ``..._std`` for each
+    mode and label fraction ``p`` (percent); ``time/{mode}_ms_per_step``;
+    ``flops/{mode}_gflops_per_step``.
+    """
+    wall = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    dc = config.data
+    pre, source_train, results, source_info, trunk = _pretrain(config)
+    k = int(jdata.get_info(dc.name, data_dir=dc.data_dir).num_classes)
+    train = load_arrays(config, dc.train_split)
+    test = load_arrays(config, dc.eval_split)
+    train["image"], test["image"] = _rgb(train["image"]), _rgb(test["image"])
+    setups = _setups(config, k)
+    accs, times, cpu_times, sizes = _train_modes(config, setups, trunk, train, test, k)
+    for (mode, pct), values in accs.items():
+        if mode == TIMING_ONLY:
+            results[f"test/accuracy_{mode}"] = float(np.mean(values))
+            continue
+        results[f"test/accuracy_{mode}_{pct}pct"] = float(np.mean(values))
+        results[f"test/accuracy_{mode}_{pct}pct_std"] = float(np.std(values))
+    batch = int(dc.batch_size)
+    flops = {m: train_step_flops(t, o, train, batch) for m, (t, o, _) in setups.items()}
+    for mode in setups:
+        results[f"time/{mode}_ms_per_step"] = 1e3 * float(np.nanmean(times[mode]))
+        results[f"time/{mode}_cpu_ms_per_step"] = 1e3 * float(np.nanmean(cpu_times[mode]))
+        results[f"flops/{mode}_gflops_per_step"] = flops[mode] / 1e9
+    sections = _tables(results, accs, sizes, flops, setups)
+    notes = _notes(config, pre, source_train, source_info, results, accs, test, k)
+    write_study_outputs(workdir, config, results, sections, notes=notes, wall_start=wall)
     return results

@@ -31,6 +31,7 @@ from jaxcv.models.vae import VAE
 from jaxcv.studies.autoencoders import make_autoencoder
 from jaxcv.studies.engine import (
     FIGURES_DIR,
+    FitResult,
     figure_link,
     fit,
     load_arrays,
@@ -95,42 +96,28 @@ def _class_pairs(labels: np.ndarray, count: int) -> list[tuple[int, int]]:
     return [(firsts[i % len(firsts)], firsts[(i + half) % len(firsts)]) for i in range(count)]
 
 
-def run_vae(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
-    """Train and evaluate the VAE (see the module docstring).
-
-    Results: ``test/elbo_nats``, ``test/iwae_nats`` (largest ``K``), ``test/iwae_k{K}_nats``,
-    ``test/kl_nats``, ``test/log_likelihood_nats``, ``test/bits_per_dim``, ``train/elbo_nats``,
-    ``test/ae_mse``, ``test/vae_mse`` (reconstruction MSE at the posterior mean).
-    """
-    wall = time.perf_counter()
-    workdir = Path(workdir)
-    fig_dir = workdir / FIGURES_DIR
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    u = config.unsupervised
-    train = load_arrays(config, config.data.train_split)
-    test = load_arrays(config, config.data.eval_split)
-    batch, eval_batch = int(config.data.batch_size), int(config.data.eval_batch_size)
-    steps, seed = int(config.train.num_steps), int(config.seed)
-
-    model = make_vae(config)
-    task = _vae_task(config, model, 0)
-    vae = fit(
+def _fit_images(config, task, images: np.ndarray) -> FitResult:
+    """``task`` trained on ``images`` (labels unused) with the study's optimizer and steps."""
+    return fit(
         task,
-        {"image": train["image"]},
+        {"image": images},
         config.optimizer,
-        num_steps=steps,
-        batch_size=batch,
-        seed=seed,
+        num_steps=int(config.train.num_steps),
+        batch_size=int(config.data.batch_size),
+        seed=int(config.seed),
         parallel=config.train.parallel,
     )
 
+
+def _matching_autoencoder(config, model: VAE, task: VAETask) -> AutoencoderTask:
+    """A deterministic autoencoder of the VAE's architecture and latent size, same targets."""
     ae_model = make_autoencoder(
         config,
         latent_dim=model.latent_dim,
         architecture=model.architecture,
         output_activation="identity",
     )
-    ae_task = AutoencoderTask(
+    return AutoencoderTask(
         ae_model,
         pixel_mean=tuple(task.pixel_mean),
         pixel_std=tuple(task.pixel_std),
@@ -138,24 +125,22 @@ def run_vae(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
         binarize=task.binarize,
         binarize_threshold=task.threshold,
     )
-    ae = fit(
-        ae_task,
-        {"image": train["image"]},
-        config.optimizer,
-        num_steps=steps,
-        batch_size=batch,
-        seed=seed,
-        parallel=config.train.parallel,
-    )
 
-    results, bound_rows = {}, []
-    ks = sorted(int(k) for k in u.iwae_ks)
+
+def _bounds(config, model, task, vae, train, test) -> tuple[dict, list, dict]:
+    """Test ELBO, IWAE bounds for every ``K``, KL, reconstruction term, bits/dim, train ELBO.
+
+    Returns ``(results, table rows, test outputs of the largest K)``.
+    """
+    eval_batch = int(config.data.eval_batch_size)
+    results, iwae_rows = {}, []
+    ks = sorted(int(k) for k in config.unsupervised.iwae_ks)
     for k in ks:
         out = predict(
             _vae_task(config, model, k).predict_fn, vae.variables, test["image"], eval_batch
         )
         results[f"test/iwae_k{k}_nats"] = float(out["iwae"].mean())
-        bound_rows.append((f"IWAE, K = {k}", float(out["iwae"].mean())))
+        iwae_rows.append((f"IWAE, K = {k}", float(out["iwae"].mean())))
     results["test/iwae_nats"] = results[f"test/iwae_k{ks[-1]}_nats"]
     pixels = int(np.prod(test["image"].shape[1:]))
     results["test/elbo_nats"] = float(out["elbo"].mean())
@@ -165,36 +150,30 @@ def run_vae(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
     train_out = predict(task.predict_fn, vae.variables, train["image"], eval_batch)
     results["train/elbo_nats"] = float(train_out["elbo"].mean())
     results["test/vae_mse"] = float(np.mean((out["reconstruction"] - out["target"]) ** 2))
-    ae_out = predict(ae_task.predict_fn, ae.variables, test["image"], eval_batch)
-    results["test/ae_mse"] = float(np.mean((ae_out["reconstruction"] - ae_out["target"]) ** 2))
-    bound_rows = [
+    rows = [
         ("ELBO (1 sample, closed-form KL)", results["test/elbo_nats"]),
         ("  reconstruction E_q[log p(x|z)]", results["test/log_likelihood_nats"]),
         ("  KL(q(z|x) || p(z))", results["test/kl_nats"]),
-        *bound_rows,
+        *iwae_rows,
         ("train ELBO (overfitting check)", results["train/elbo_nats"]),
     ]
-    sections = [
-        (
-            "Test bounds on log p(x) (nats per image)",
-            markdown_table(("quantity", "nats"), bound_rows),
-        )
-    ]
+    return results, rows, out
 
-    rng = jax.random.PRNGKey(seed + 1)
+
+def _figures(config, workdir, model, task, vae, test, out, ae_out) -> list[tuple[str, str]]:
+    """Random samples, reconstructions (ground truth / AE / VAE), latent interpolations."""
+    fig_dir = workdir / FIGURES_DIR
+    rng = jax.random.PRNGKey(int(config.seed) + 1)
     z = jax.random.normal(rng, (64, model.latent_dim), jnp.float32)
-    samples = np.asarray(
-        jax.jit(lambda v, z: task.decoder_mean(model.apply(v, z, method="decode")))(
-            vae.variables, z
-        )
-    )
+    decode = jax.jit(lambda v, z: task.decoder_mean(model.apply(v, z, method="decode")))
+    samples = np.asarray(decode(vae.variables, z))
     path = image_grid(
         samples,
         fig_dir / "samples.png",
         columns=16,
         title="VAE samples: decoder means at z ~ N(0, I)",
     )
-    sections.append(("Random samples", figure_link(workdir, path, "samples")))
+    sections = [("Random samples", figure_link(workdir, path, "samples"))]
     shown = slice(0, 16)
     rows = {
         "ground truth": out["target"][shown],
@@ -202,36 +181,62 @@ def run_vae(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
         "VAE": out["reconstruction"][shown],
     }
     if task.binarize:
-        rows = {
-            "grey input": np.clip(test["image"][shown] * task.pixel_std + task.pixel_mean, 0, 1),
-            **rows,
-        }
+        grey = np.clip(test["image"][shown] * task.pixel_std + task.pixel_mean, 0, 1)
+        rows = {"grey input": grey, **rows}
     path = image_rows(
         rows,
         fig_dir / "reconstructions.png",
         title="test reconstructions (AE, and VAE decoder mean at z = posterior mean)",
     )
     sections.append(("Reconstructions: ground truth, AE, VAE", figure_link(workdir, path, "rec")))
-    n_interp = int(u.get("num_interpolations", 4))
-    labels = test["label"]
-    pairs = _class_pairs(labels, n_interp)
+    pairs = _class_pairs(test["label"], int(config.unsupervised.get("num_interpolations", 4)))
     path = image_rows(
         _interpolations(task, vae.variables, out["mean"], pairs, 10),
         fig_dir / "interpolation.png",
         title="latent interpolation (decoder means)",
     )
     sections.append(("Latent interpolation", figure_link(workdir, path, "interpolation")))
+    return sections
 
+
+def run_vae(config: ml_collections.ConfigDict, workdir) -> dict[str, float]:
+    """Train and evaluate the VAE (see the module docstring).
+
+    Results: ``test/elbo_nats``, ``test/iwae_nats`` (largest ``K``), ``test/iwae_k{K}_nats``,
+    ``test/kl_nats``, ``test/log_likelihood_nats``, ``test/bits_per_dim``, ``train/elbo_nats``,
+    ``test/ae_mse``, ``test/vae_mse`` (reconstruction MSE at the posterior mean).
+    """
+    wall = time.perf_counter()
+    workdir = Path(workdir)
+    (workdir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    train = load_arrays(config, config.data.train_split)
+    test = load_arrays(config, config.data.eval_split)
+    model = make_vae(config)
+    task = _vae_task(config, model, 0)
+    vae = _fit_images(config, task, train["image"])
+    ae_task = _matching_autoencoder(config, model, task)
+    ae = _fit_images(config, ae_task, train["image"])
+
+    results, bound_rows, out = _bounds(config, model, task, vae, train, test)
+    eval_batch = int(config.data.eval_batch_size)
+    ae_out = predict(ae_task.predict_fn, ae.variables, test["image"], eval_batch)
+    results["test/ae_mse"] = float(np.mean((ae_out["reconstruction"] - ae_out["target"]) ** 2))
+    table = markdown_table(("quantity", "nats"), bound_rows)
+    sections = [("Test bounds on log p(x) (nats per image)", table)]
+    sections += _figures(config, workdir, model, task, vae, test, out, ae_out)
+
+    steps, largest_k = int(config.train.num_steps), max(int(k) for k in config.unsupervised.iwae_ks)
     data_desc = f"binarised at {task.threshold}" if task.binarize else "grey levels in [0, 1]"
     notes = [
         f"VAE: {model.architecture} encoder/decoder, latent {model.latent_dim}, "
         f"{task.likelihood} decoder, beta {task.beta}; AE: same architecture and latent size; "
-        f"{steps} steps of batch {batch} each ({vae.seconds:.0f} s / {ae.seconds:.0f} s).",
-        f"Pixels {data_desc}; bounds are log-likelihoods of the {len(labels)} "
+        f"{steps} steps of batch {config.data.batch_size} each ({vae.seconds:.0f} s / "
+        f"{ae.seconds:.0f} s).",
+        f"Pixels {data_desc}; bounds are log-likelihoods of the {len(test['label'])} "
         f"{config.data.eval_split} images in nats per image (higher is better), "
-        f"{pixels} pixels each.",
+        f"{int(np.prod(test['image'].shape[1:]))} pixels each.",
         f"IWAE_K = logsumexp_k log w_k - log K with K samples from q(z|x) per image "
-        f"(chunks of {_vae_task(config, model, ks[-1]).iwae_chunk}).",
+        f"(chunks of {_vae_task(config, model, largest_k).iwae_chunk}).",
     ]
     write_study_outputs(workdir, config, results, sections, notes=notes, wall_start=wall)
     return results
