@@ -26,7 +26,7 @@ Differences from the paper, on purpose: no ImageNet initialisation is available 
 the trunk starts from scratch (with ImageNet weights one would also freeze ``conv1_*`` and
 ``conv2_*`` as the paper does: ``optimizer.freeze = ["backbone/conv1_", "backbone/conv2_"]``);
 the box head's dropout is not used (torchvision's TwoMLPHead has none either). Known gap: the
-``faster_rcnn`` task's batch keys (``jaxcv.train.runtime.TASK_KEYS``) do not include VOC's
+``faster_rcnn`` task's batch keys (its recipe in ``jaxcv/recipes.py``) do not include VOC's
 ``ignore`` ("difficult") flags yet, so evaluation counts difficult objects as ordinary ground
 truth, which lowers mAP slightly compared with the devkit.
 """

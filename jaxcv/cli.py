@@ -222,14 +222,9 @@ def _cmd_data(args) -> int:
 
         if args.num_images is not None and args.num_images < 1:
             raise ValueError(f"--num-images must be >= 1; got {args.num_images}")
-        # The cache place the training pipeline looks in (jaxcv.proposals.pipeline).
-        cache_dir = None if args.data_dir is None else args.data_dir / "jaxcv_proposals"
+        # Cached where the training pipeline looks (jaxcv.proposals.cache.default_cache_dir).
         counts = precompute(
-            args.name,
-            {args.split: args.num_images},
-            mode=args.mode,
-            data_dir=args.data_dir,
-            cache_dir=cache_dir,
+            args.name, {args.split: args.num_images}, mode=args.mode, data_dir=args.data_dir
         )
         print(f"{args.name} {args.split}: proposals for {counts[args.split]} images cached")
         return 0

@@ -22,9 +22,11 @@ from jaxcv.tasks import (
     mask_rcnn,
     rcnn,
     segmentation,
+    vae,
 )
 from jaxcv.tasks.base import Recipe
 from jaxcv.viz import report_figures as figures
+from jaxcv.viz.segmentation import segmentation_figures
 
 __all__ = ["RECIPES", "recipe_for"]
 
@@ -37,7 +39,6 @@ def _detector(name: str, build) -> Recipe:
         name=name,
         build=build,
         batch_keys=_DETECTION_KEYS,
-        sections=("detection",),
         metric="mAP50",
         summary=("mAP50", "AP", "loss"),
         figures=(figures.drawn_detections,),
@@ -45,15 +46,7 @@ def _detector(name: str, build) -> Recipe:
 
 
 def _segmentation_overlays(fig_dir: Path, evaluation, class_names: Sequence[str]):
-    return segmentation.segmentation_figures(
-        fig_dir, evaluation.samples, class_names, split=evaluation.split
-    )
-
-
-def _classification_task(config, model):
-    return classification.ClassificationTask(
-        model, label_smoothing=config.train.get("label_smoothing", 0.0)
-    )
+    return segmentation_figures(fig_dir, evaluation.samples, class_names, split=evaluation.split)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -61,36 +54,32 @@ RECIPES: dict[str, Recipe] = {
     for recipe in (
         Recipe(
             name="classification",
-            build=_classification_task,
+            build=classification.task_from_config,
             batch_keys=(types.IMAGE, types.LABEL),
-            sections=("train",),
             metric="accuracy",
             summary=("accuracy", "top5_accuracy", "loss"),
             figures=(figures.confusion_and_samples,),
         ),
         Recipe(
             name="autoencoder",
-            build=autoencoder.make_autoencoder_task,
+            build=autoencoder.task_from_config,
             batch_keys=(types.IMAGE, types.LABEL),
-            sections=("unsupervised",),
             metric="mse",
             summary=("mse", "loss"),
             figures=(figures.reconstructions,),
         ),
         Recipe(
             name="vae",
-            build=autoencoder.make_vae_task,
+            build=vae.task_from_config,
             batch_keys=(types.IMAGE, types.LABEL),
-            sections=("unsupervised",),
             metric="elbo",
             summary=("elbo", "bits_per_dim", "loss"),
             figures=(figures.reconstructions,),
         ),
         Recipe(
             name="segmentation",
-            build=segmentation.build_segmentation_task,
+            build=segmentation.task_from_config,
             batch_keys=(types.IMAGE, types.SEGMENTATION),
-            sections=("segmentation",),
             metric="mIoU",
             summary=("pixel_accuracy", "mIoU", "loss"),
             figures=(_segmentation_overlays,),
@@ -100,9 +89,8 @@ RECIPES: dict[str, Recipe] = {
             name="localization",
             # The image-level label is derived from the first valid object, so VOC-style data
             # works.
-            build=localization.make_localization_task,
+            build=localization.task_from_config,
             batch_keys=(types.IMAGE, types.BOXES, types.CLASSES, types.VALID),
-            sections=("localization", "train"),
             metric="localization_accuracy",
             summary=("accuracy", "top5_accuracy", "localization_accuracy", "loss"),
             figures=(figures.drawn_detections, figures.confusion_and_samples),
@@ -112,7 +100,6 @@ RECIPES: dict[str, Recipe] = {
             name="mask_rcnn",
             build=mask_rcnn.task_from_config,
             batch_keys=(*_DETECTION_KEYS, types.MASKS),
-            sections=("detection", "mask"),
             metric="mask_AP50",
             summary=("mAP50", "mask_AP50", "loss"),
             figures=(figures.drawn_detections, figures.instance_masks),

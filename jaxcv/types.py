@@ -38,6 +38,8 @@ EXAMPLE_VALID: Final = "example_valid"
 #: External proposals (R-CNN, Fast R-CNN): ``(B, P, 4)`` f32 xyxy pixels and ``(B, P)`` bool.
 PROPOSALS: Final = "proposals"
 PROPOSAL_VALID: Final = "proposal_valid"
+#: The per-pixel argmax of a segmentation task's outputs, ``(B, H, W)`` int32.
+PRED_SEGMENTATION: Final = "pred_segmentation"
 
 BATCH_KEYS: Final = (
     IMAGE,

@@ -159,7 +159,7 @@ def test_train_eval_predict_on_digits(builtin_data_dir, tmp_path, capsys):
 def test_data_proposals_fills_the_pipeline_cache(builtin_data_dir, tmp_path, capsys):
     import shutil
 
-    from jaxcv.proposals.pipeline import split_proposals
+    from jaxcv.proposals.cache import split_proposals
 
     data_dir = tmp_path / "data"
     shutil.copytree(builtin_data_dir, data_dir)

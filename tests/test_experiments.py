@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxcv import experiments
+from jaxcv.recipes import recipe_for
 from jaxcv.train import runtime
 from jaxcv.train.loop import train_and_evaluate
 
@@ -114,15 +115,15 @@ def test_study_smoke_runs(name, builtin_data_dir, tmp_path):
     assert f"# {name}" in (tmp_path / "report.md").read_text()
 
 
-# The metric each task's evaluator reports (all in [0, 1]) and its report figure.
-HEADLINE = {
-    "classification": ("accuracy", "figures/confusion_matrix.png"),
-    "segmentation": ("mIoU", "figures/"),
-    "localization": ("localization_accuracy", None),
-    "faster_rcnn": ("mAP50", "figures/sample_detections.png"),
-    "mask_rcnn": ("mask_AP50", "figures/sample_instance_masks.png"),
-    "rcnn": ("mAP50", None),
-    "fast_rcnn": ("mAP50", None),
+# A figure each task's report must show (its headline metric is the recipe's, in [0, 1]).
+FIGURE = {
+    "classification": "figures/confusion_matrix.png",
+    "segmentation": "figures/",
+    "localization": None,
+    "faster_rcnn": "figures/sample_detections.png",
+    "mask_rcnn": "figures/sample_instance_masks.png",
+    "rcnn": None,
+    "fast_rcnn": None,
 }
 # Dense patch-CNN evaluation costs seconds per image: evaluate 4 images in the smoke run.
 EXTRA_SMOKE = {
@@ -196,7 +197,7 @@ def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["train/steps"] == 2
     split = config.data.eval_split
-    metric, figure = HEADLINE[config.task]
+    metric, figure = recipe_for(config.task).metric, FIGURE[config.task]
     assert 0.0 <= saved[f"{split}/{metric}"] <= 1.0
     assert results[f"{split}/{metric}"] == saved[f"{split}/{metric}"]
     report = (tmp_path / "report.md").read_text()

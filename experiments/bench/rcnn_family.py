@@ -73,7 +73,7 @@ def _test_examples(config, num_images: int):
     and the raw uint8 images (for selective search)."""
     from jaxcv import data as jdata
     from jaxcv.proposals.cache import raw_examples
-    from jaxcv.proposals.pipeline import parse_split
+    from jaxcv.proposals.table import parse_split
 
     base_split = parse_split(config.data.eval_split)[0]
     split = f"{base_split}[:{num_images}]"
@@ -110,8 +110,8 @@ def time_detector(config, run_dir: Path, num_images: int, searches: dict) -> dic
     import jax
     import numpy as np
 
-    from jaxcv.proposals.pipeline import pad_proposals
     from jaxcv.proposals.selective_search import selective_search
+    from jaxcv.proposals.table import pad_proposals
     from jaxcv.types import PROPOSAL_VALID, PROPOSALS
 
     batches, raw = _test_examples(config, num_images)

@@ -36,7 +36,7 @@ def _task_from_config(path: Path, **overrides):
     from jaxcv.models.fcn import FCN8s
     from jaxcv.models.layers import canonical_dtype
     from jaxcv.models.patch_cnn import PatchCNN
-    from jaxcv.tasks.segmentation import build_segmentation_task
+    from jaxcv.tasks.segmentation import task_from_config
 
     classes = {"fcn8s": FCN8s, "patch_cnn": PatchCNN, "deconvnet": DeconvNet}
     config = load_module(str(path)).get_config()
@@ -50,7 +50,7 @@ def _task_from_config(path: Path, **overrides):
         raise ValueError(f"{path} builds model {name!r}; expected one of {sorted(classes)}")
     fields["dtype"] = canonical_dtype(fields.get("dtype", "float32"))
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return build_segmentation_task(config, classes[name](**fields))
+    return task_from_config(config, classes[name](**fields))
 
 
 def time_predict(task, images, repeats: int) -> tuple[float, float]:

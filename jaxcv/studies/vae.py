@@ -39,7 +39,9 @@ from jaxcv.studies.engine import (
     predict,
     write_study_outputs,
 )
-from jaxcv.tasks.autoencoder import AutoencoderTask, VAETask, make_vae_task
+from jaxcv.tasks.autoencoder import AutoencoderTask
+from jaxcv.tasks.vae import VAETask
+from jaxcv.tasks.vae import task_from_config as vae_task_from_config
 from jaxcv.viz.generative import image_grid, image_rows
 
 __all__ = ["make_vae", "run_vae"]
@@ -57,22 +59,20 @@ def make_vae(config: ml_collections.ConfigDict) -> VAE:
 
 
 def _vae_task(config, model, iwae_samples: int) -> VAETask:
-    task = make_vae_task(config, model)
+    """The config's VAE task, with ``iwae_samples`` importance samples in ``predict_fn`` decoded
+    in the largest chunk (at most ``unsupervised.iwae_chunk``) that divides them."""
+    task = vae_task_from_config(config, model)
     chunk = min(int(config.unsupervised.get("iwae_chunk", 100)), max(iwae_samples, 1))
     while iwae_samples and iwae_samples % chunk:
         chunk -= 1
     return VAETask(
         model,
+        task.settings,
         pixel_mean=tuple(task.pixel_mean),
         pixel_std=tuple(task.pixel_std),
-        likelihood=task.likelihood,
-        decoder_std=task.decoder_std,
-        beta=task.beta,
-        binarize=task.binarize,
-        binarize_threshold=task.threshold,
+        eval_seed=task.eval_seed,
         iwae_samples=iwae_samples,
         iwae_chunk=chunk,
-        eval_seed=task.eval_seed,
     )
 
 

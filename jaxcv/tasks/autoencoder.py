@@ -10,7 +10,6 @@ its :class:`AutoencoderSettings` from ``config.unsupervised`` and the pixel norm
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -20,44 +19,22 @@ import jax.numpy as jnp
 from jaxcv.ops.losses import sigmoid_binary_cross_entropy
 from jaxcv.tasks.inputs import batch_images
 from jaxcv.tasks.reconstruction import (
-    STUDY_KEYS,
+    AutoencoderSettings,
     MeanAccumulator,
     PixelSpace,
     example_weights,
     pixel_normalisation,
+    unsupervised_settings,
     weighted_mean,
 )
-from jaxcv.tasks.settings import replace_settings, settings_from_config
+from jaxcv.tasks.settings import replace_settings
 
 __all__ = [
-    "TASK_KEYS",
     "AutoencoderEvaluator",
     "AutoencoderSettings",
     "AutoencoderTask",
     "task_from_config",
 ]
-
-AE_LOSSES = ("mse", "bce")
-TASK_KEYS = {"autoencoder": ("image", "label"), "vae": ("image", "label")}
-
-
-@dataclasses.dataclass(frozen=True)
-class AutoencoderSettings:
-    """Hyperparameters of :class:`AutoencoderTask`, from ``config.unsupervised``.
-
-    Attributes:
-      loss: ``"mse"`` (squared error to the ``[0, 1]`` pixels) or ``"bce"`` (the model's
-        reconstruction read as logits: use ``output_activation="identity"``).
-      binarize, binarize_threshold: targets ``pixels > threshold`` instead of grey levels.
-    """
-
-    loss: str = "mse"
-    binarize: bool = False
-    binarize_threshold: float = 0.5
-
-    def __post_init__(self):
-        if self.loss not in AE_LOSSES:
-            raise ValueError(f"unknown autoencoder loss {self.loss!r}; valid: {list(AE_LOSSES)}")
 
 
 class AutoencoderTask(PixelSpace):
@@ -156,33 +133,7 @@ class AutoencoderEvaluator(MeanAccumulator):
 
 def task_from_config(config: Any, model: nn.Module) -> AutoencoderTask:
     """The task of ``config.task == "autoencoder"`` around ``model``: its
-    :class:`AutoencoderSettings` from ``config.unsupervised`` (whose VAE and study keys it
-    skips), the pixel normalisation of ``config.data.name``."""
-    from jaxcv.tasks.vae import VAESettings
-
-    shared = {f.name for f in dataclasses.fields(VAESettings)} | set(STUDY_KEYS)
-    settings = settings_from_config(AutoencoderSettings, config, "unsupervised", shared=shared)
+    :class:`AutoencoderSettings` from ``config.unsupervised``, the pixel normalisation of
+    ``config.data.name``."""
+    settings = unsupervised_settings(AutoencoderSettings, config)
     return AutoencoderTask(model, settings, **pixel_normalisation(config))
-
-
-def make_autoencoder_task(config: Any, model: nn.Module) -> AutoencoderTask:
-    """Old name of :func:`task_from_config` (jaxcv/train/runtime.py still calls it)."""
-    return task_from_config(config, model)
-
-
-def make_vae_task(config: Any, model: nn.Module):
-    """Old name of :func:`jaxcv.tasks.vae.task_from_config` (jaxcv/train/runtime.py and
-    jaxcv/studies/vae.py still call it)."""
-    from jaxcv.tasks import vae
-
-    return vae.task_from_config(config, model)
-
-
-def __getattr__(name: str):
-    # VAETask and VAEEvaluator moved to jaxcv/tasks/vae.py; jaxcv/studies/vae.py imports them
-    # from here until it imports them from there.
-    if name in ("VAETask", "VAEEvaluator"):
-        from jaxcv.tasks import vae
-
-        return getattr(vae, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-__all__ = ["Evaluator", "FigureFn", "Recipe", "Task", "config_sections"]
+__all__ = ["Evaluator", "FigureFn", "Recipe", "Task"]
 
 PyTree = Any
 Batch = dict[str, Any]
@@ -123,7 +123,6 @@ class Recipe:
       build: ``(config, model) -> Task``, the task module's ``task_from_config``.
       batch_keys: the batch keys the task reads (the pipeline decodes only these), or None for
         every key the dataset has.
-      sections: the config sections holding the task's settings (e.g. ``("detection",)``).
       metric: the evaluator's headline metric (e.g. ``"mAP50"``), what a run is judged by.
       summary: the metrics a run prints after each evaluation, in order (those the evaluator
         reports; the ``metric`` first is not required).
@@ -136,19 +135,7 @@ class Recipe:
     name: str
     build: Callable[[Any, nn.Module], Task]
     batch_keys: tuple[str, ...] | None
-    sections: tuple[str, ...]
     metric: str
     summary: tuple[str, ...]
     figures: tuple[FigureFn, ...] = ()
     counts_background: bool = False
-
-
-def config_sections(config: Any, *names: str) -> dict[str, Any]:
-    """The keys of the config sections ``names`` merged into one dict (later sections win;
-    absent sections count as empty), e.g. a task's settings from ``config.detection``."""
-    merged: dict[str, Any] = {}
-    for name in names:
-        section = config.get(name, None)
-        if section is not None:
-            merged.update(section.to_dict() if hasattr(section, "to_dict") else section)
-    return merged

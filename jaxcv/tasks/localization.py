@@ -498,8 +498,3 @@ def task_from_config(config: Any, model: nn.Module) -> LocalizationTask:
         LocalizationSettings, config, "localization", fallbacks={"label_smoothing": "train"}
     )
     return LocalizationTask(model, settings)
-
-
-def make_localization_task(config: Any, model: nn.Module) -> LocalizationTask:
-    """Old name of :func:`task_from_config` (jaxcv/train/runtime.py still calls it)."""
-    return task_from_config(config, model)

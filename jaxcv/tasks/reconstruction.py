@@ -15,21 +15,28 @@ unsupervised studies (:data:`STUDY_KEYS`).
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcv import types
+from jaxcv.tasks import likelihood as lk
 from jaxcv.tasks.inputs import batch_images
+from jaxcv.tasks.settings import settings_from_config
 
 __all__ = [
+    "AE_LOSSES",
     "STUDY_KEYS",
+    "AutoencoderSettings",
     "MeanAccumulator",
     "PixelSpace",
+    "VAESettings",
     "example_weights",
     "pixel_normalisation",
+    "unsupervised_settings",
     "weighted_mean",
 ]
 
@@ -49,6 +56,74 @@ STUDY_KEYS = (
     "pretrain_latent_dim",
     "scatter_latent_dim",
 )
+
+T = TypeVar("T")
+
+
+AE_LOSSES = ("mse", "bce")
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderSettings:
+    """Hyperparameters of :class:`AutoencoderTask`, from ``config.unsupervised``.
+
+    Attributes:
+      loss: ``"mse"`` (squared error to the ``[0, 1]`` pixels) or ``"bce"`` (the model's
+        reconstruction read as logits: use ``output_activation="identity"``).
+      binarize, binarize_threshold: targets ``pixels > threshold`` instead of grey levels.
+    """
+
+    loss: str = "mse"
+    binarize: bool = False
+    binarize_threshold: float = 0.5
+
+    def __post_init__(self):
+        if self.loss not in AE_LOSSES:
+            raise ValueError(f"unknown autoencoder loss {self.loss!r}; valid: {list(AE_LOSSES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAESettings:
+    """Hyperparameters of :class:`VAETask`, from ``config.unsupervised``.
+
+    Attributes:
+      likelihood: ``"bernoulli"`` (decoder logits) or ``"gaussian"`` (decoder means, fixed
+        ``decoder_std``).
+      decoder_std: the Gaussian decoder's standard deviation.
+      beta: weight of the KL term in the training loss (``1`` = the ELBO; evaluation always
+        reports the beta = 1 ELBO).
+      binarize, binarize_threshold: model binary pixels ``pixels > threshold``.
+      iwae_samples: ``K`` importance samples for ``iwae_nats`` in ``predict_fn`` (0: skip).
+      iwae_chunk: samples decoded at once (bounds memory; must divide ``iwae_samples``).
+    """
+
+    likelihood: str = "bernoulli"
+    decoder_std: float = 0.1
+    beta: float = 1.0
+    binarize: bool = True
+    binarize_threshold: float = 0.5
+    iwae_samples: int = 0
+    iwae_chunk: int = 100
+
+    def __post_init__(self):
+        if self.likelihood not in lk.LIKELIHOODS:
+            raise ValueError(
+                f"unknown likelihood {self.likelihood!r}; valid: {list(lk.LIKELIHOODS)}"
+            )
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0; got {self.beta}")
+        k, chunk = self.iwae_samples, self.iwae_chunk
+        if k < 0 or (k and k % min(chunk, k)):
+            raise ValueError(f"iwae_samples={k} must be >= 0 and a multiple of iwae_chunk={chunk}")
+
+
+def unsupervised_settings(settings_class: type[T], config: Any) -> T:
+    """``settings_class`` (:class:`AutoencoderSettings` or :class:`VAESettings`) from
+    ``config.unsupervised``, skipping the other task's keys and :data:`STUDY_KEYS`."""
+    shared = {f.name for cls in (AutoencoderSettings, VAESettings) for f in dataclasses.fields(cls)}
+    return settings_from_config(
+        settings_class, config, "unsupervised", shared=shared | set(STUDY_KEYS)
+    )
 
 
 def example_weights(batch: dict[str, Any], size: int) -> jax.Array:

@@ -12,8 +12,8 @@ predicts densely by evaluating every pixel's patch.
 
 :class:`SegmentationEvaluator` accumulates a confusion matrix on the host
 (:class:`jaxcv.eval.segmentation.SegmentationMetrics`) and reports ``pixel_accuracy``,
-``mean_accuracy``, ``mIoU`` and ``fwIoU``. :func:`segmentation_figures` draws image / ground
-truth / prediction colour overlays for the run report.
+``mean_accuracy``, ``mIoU`` and ``fwIoU``. The report's colour overlays are
+:mod:`jaxcv.viz.segmentation`.
 
 ``num_classes`` counts the background: ``K = 1 + `` the dataset's object classes (5 for
 ``shapes``, 21 for VOC); targets must be in ``0..K-1`` or 255.
@@ -22,8 +22,6 @@ truth / prediction colour overlays for the run report.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -38,7 +36,7 @@ from jaxcv.ops.losses import softmax_cross_entropy
 from jaxcv.tasks.inputs import batch_images, check_image_batch
 from jaxcv.tasks.settings import replace_settings, settings_from_config
 
-PRED_KEY = "pred_segmentation"
+PRED_KEY = types.PRED_SEGMENTATION
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mIoU", "fwIoU")
 
 
@@ -402,87 +400,3 @@ class SegmentationEvaluator:
             "num_examples": float(self.num_examples),
             **{f"class_iou/{k}": float(v) for k, v in enumerate(per_class)},
         }
-
-
-def colorize(labels: np.ndarray, num_classes: int, ignore_label: int = 255) -> np.ndarray:
-    """``(..., H, W)`` int labels -> ``(..., H, W, 3)`` float RGB in ``[0, 1]``.
-
-    Background (0) is black, classes get distinct colours of the ``tab10``/``tab20`` palette,
-    ``ignore_label`` is white.
-    """
-    from matplotlib import colormaps
-
-    labels = np.asarray(labels)
-    cmap = colormaps["tab10" if num_classes <= 11 else "tab20"]
-    palette = np.zeros((max(num_classes, 1) + 1, 3))
-    palette[1:num_classes] = [cmap(i % cmap.N)[:3] for i in range(num_classes - 1)]
-    palette[-1] = 1.0
-    index = np.where(labels == ignore_label, num_classes, np.clip(labels, 0, num_classes - 1))
-    return palette[index]
-
-
-def segmentation_figures(
-    fig_dir: str | Path,
-    samples: dict[str, np.ndarray] | None,
-    class_names: Sequence[str],
-    *,
-    split: str = "test",
-    max_rows: int = 6,
-    alpha: float = 0.55,
-) -> list[tuple[str, Path]]:
-    """Colour overlays of ground truth and predictions for the run report.
-
-    Args:
-      fig_dir: where to write the PNG.
-      samples: ``image (N, H, W, C)``, ``segmentation (N, H, W)`` and ``pred_segmentation
-        (N, H, W)`` (the loop's evaluation samples), or None.
-      class_names: the object class names (background is added as class 0).
-      split: evaluated split, for the heading.
-      max_rows: images drawn.
-      alpha: overlay opacity.
-
-    Returns:
-      ``[(heading, png_path)]`` (empty without samples).
-    """
-    from matplotlib.figure import Figure
-
-    from jaxcv.viz.images import to_display
-
-    if not samples or PRED_KEY not in samples or len(samples[PRED_KEY]) == 0:
-        return []
-    fig_dir = Path(fig_dir)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    names = ["background", *class_names]
-    k = len(names)
-    n = min(max_rows, len(samples[PRED_KEY]))
-    images = to_display(np.asarray(samples[types.IMAGE])[:n])
-    if images.ndim == 3:
-        images = np.repeat(images[..., None], 3, axis=-1)
-    fig = Figure(figsize=(7.5, 2.5 * n + 0.6), layout="constrained")
-    axes = fig.subplots(n, 3, squeeze=False)
-    for row in range(n):
-        panels = [
-            ("image", images[row]),
-            ("ground truth", samples[types.SEGMENTATION][row]),
-            ("prediction", samples[PRED_KEY][row]),
-        ]
-        for col, (title, value) in enumerate(panels):
-            ax = axes[row, col]
-            if col == 0:
-                ax.imshow(value)
-            else:
-                overlay = (1 - alpha) * images[row] + alpha * colorize(value, k)
-                ax.imshow(np.clip(overlay, 0.0, 1.0))
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-    legend = [f"{i}: {name}" for i, name in enumerate(names)]
-    fig.suptitle("  ".join(legend), fontsize=8)
-    path = fig_dir / "segmentation_overlays.png"
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    return [(f"Segmentation overlays ({split}: image, ground truth, prediction)", path)]
-
-
-def build_segmentation_task(config: Any, model: nn.Module) -> SegmentationTask:
-    """Old name of :func:`task_from_config` (jaxcv/train/runtime.py and
-    experiments/bench/segmentation.py still call it)."""
-    return task_from_config(config, model)

@@ -151,7 +151,7 @@ def settings_from_config(
       fallbacks: ``field -> section`` where the field is read when none of ``sections`` sets
         it (``{"label_smoothing": "train"}``: older configs keep it in ``config.train``).
       shared: keys of ``sections`` that other code reads (the unsupervised studies' keys of
-        ``config.unsupervised``): skipped, not rejected.
+        ``config.unsupervised``): skipped, not rejected (a key the settings own is read).
       defaults: the instance (a tuple of them for a tuple of classes) whose values the fields
         set nowhere keep (R-CNN's own defaults, ``RCNNTask.default_settings``); None: the
         dataclass defaults.
@@ -166,7 +166,7 @@ def settings_from_config(
     """
     group = classes if isinstance(classes, tuple) else (classes,)
     owner = {name: cls for cls in group for name in _field_names(cls)}
-    skipped = set(shared)
+    skipped = set(shared) - set(owner)  # a key the settings own is read, shared or not
     values: dict[str, tuple[str, Any]] = {}  # key -> (where it was read, value)
     for key, section in (fallbacks or {}).items():
         node = _section(config, section)

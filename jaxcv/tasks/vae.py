@@ -11,7 +11,6 @@ means over test images. :func:`task_from_config` builds it for ``config.task == 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -22,51 +21,17 @@ import numpy as np
 from jaxcv.tasks import likelihood as lk
 from jaxcv.tasks.inputs import batch_images
 from jaxcv.tasks.reconstruction import (
-    STUDY_KEYS,
     MeanAccumulator,
     PixelSpace,
+    VAESettings,
     example_weights,
     pixel_normalisation,
+    unsupervised_settings,
     weighted_mean,
 )
-from jaxcv.tasks.settings import replace_settings, settings_from_config
+from jaxcv.tasks.settings import replace_settings
 
 __all__ = ["VAEEvaluator", "VAESettings", "VAETask", "task_from_config"]
-
-
-@dataclasses.dataclass(frozen=True)
-class VAESettings:
-    """Hyperparameters of :class:`VAETask`, from ``config.unsupervised``.
-
-    Attributes:
-      likelihood: ``"bernoulli"`` (decoder logits) or ``"gaussian"`` (decoder means, fixed
-        ``decoder_std``).
-      decoder_std: the Gaussian decoder's standard deviation.
-      beta: weight of the KL term in the training loss (``1`` = the ELBO; evaluation always
-        reports the beta = 1 ELBO).
-      binarize, binarize_threshold: model binary pixels ``pixels > threshold``.
-      iwae_samples: ``K`` importance samples for ``iwae_nats`` in ``predict_fn`` (0: skip).
-      iwae_chunk: samples decoded at once (bounds memory; must divide ``iwae_samples``).
-    """
-
-    likelihood: str = "bernoulli"
-    decoder_std: float = 0.1
-    beta: float = 1.0
-    binarize: bool = True
-    binarize_threshold: float = 0.5
-    iwae_samples: int = 0
-    iwae_chunk: int = 100
-
-    def __post_init__(self):
-        if self.likelihood not in lk.LIKELIHOODS:
-            raise ValueError(
-                f"unknown likelihood {self.likelihood!r}; valid: {list(lk.LIKELIHOODS)}"
-            )
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0; got {self.beta}")
-        k, chunk = self.iwae_samples, self.iwae_chunk
-        if k < 0 or (k and k % min(chunk, k)):
-            raise ValueError(f"iwae_samples={k} must be >= 0 and a multiple of iwae_chunk={chunk}")
 
 
 class VAETask(PixelSpace):
@@ -215,12 +180,7 @@ class VAEEvaluator(MeanAccumulator):
 
 def task_from_config(config: Any, model: nn.Module) -> VAETask:
     """The task of ``config.task == "vae"`` around ``model``: its :class:`VAESettings` from
-    ``config.unsupervised`` (whose autoencoder and study keys it skips), the pixel
-    normalisation of ``config.data.name``, ``config.seed`` as the evaluation key."""
-    from jaxcv.tasks.autoencoder import AutoencoderSettings
-
-    shared = {f.name for f in dataclasses.fields(AutoencoderSettings)} | set(STUDY_KEYS)
-    settings = settings_from_config(VAESettings, config, "unsupervised", shared=shared)
-    return VAETask(
-        model, settings, **pixel_normalisation(config), eval_seed=config.get("seed", 0)
-    )
+    ``config.unsupervised``, the pixel normalisation of ``config.data.name``, ``config.seed``
+    as the evaluation key."""
+    settings = unsupervised_settings(VAESettings, config)
+    return VAETask(model, settings, **pixel_normalisation(config), eval_seed=config.get("seed", 0))

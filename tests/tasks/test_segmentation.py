@@ -1,4 +1,4 @@
-"""SegmentationTask / PatchSegmentationTask: loss, metrics, sampling, evaluator, figures."""
+"""SegmentationTask / PatchSegmentationTask: loss, metrics, sampling, evaluator."""
 
 import chex
 import flax.linen as nn
@@ -16,9 +16,7 @@ from jaxcv.tasks.segmentation import (
     PatchSegmentationTask,
     SegmentationEvaluator,
     SegmentationTask,
-    colorize,
     sample_pixels,
-    segmentation_figures,
     task_from_config,
 )
 
@@ -203,22 +201,6 @@ def test_patch_task_trains_on_samples_and_predicts_densely():
     np.testing.assert_array_equal(
         out[PRED_KEY], np.argmax(model.apply(variables, batch["image"]), -1)
     )
-
-
-def test_colorize_and_figures(tmp_path):
-    rgb = colorize(np.array([[0, 1, 255]]), 3)
-    np.testing.assert_allclose(rgb[0, 0], 0.0)
-    np.testing.assert_allclose(rgb[0, 2], 1.0)
-    assert rgb[0, 1].max() > 0 and not np.allclose(rgb[0, 1], 1.0)
-    rng = np.random.default_rng(6)
-    samples = {
-        "image": rng.normal(size=(2, 8, 8, 3)),
-        "segmentation": rng.integers(0, 3, size=(2, 8, 8)),
-        PRED_KEY: rng.integers(0, 3, size=(2, 8, 8)),
-    }
-    figures = segmentation_figures(tmp_path, samples, ["a", "b"])
-    assert len(figures) == 1 and figures[0][1].is_file()
-    assert segmentation_figures(tmp_path, None, ["a"]) == []
 
 
 def test_task_from_config():
