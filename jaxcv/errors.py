@@ -15,3 +15,7 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, message: str, *, step: int):
         super().__init__(message)
         self.step = step
+
+
+class InitFromError(ValueError):
+    """``model.init_from`` cannot be read, or does not fit the model."""

@@ -15,6 +15,12 @@ differently-shaped variables) raises :class:`InitFromError` listing all of them.
 state is rebuilt for the new parameters. A run that resumes from its own checkpoints ignores
 ``init_from``.
 
+A *classifier* (a ``backbone`` and a classifier layer ``fc8``/``fc``/``logits``) under a model
+of another kind (a detector, FCN, DeconvNet, the localizer) gives it its trunk instead:
+:mod:`jaxcv.train.trunk` loads the conv layers (and VGG's ``fc6``/``fc7``, convolutionalised
+where the model's are convolutions), drops the classifier layer and logs what was loaded and
+what kept its fresh initialisation.
+
 ``model.init_fresh`` lists module paths (``mask_head``, ``backbone/stage4``) whose variables keep
 their fresh initialisation whether or not the source has them: a Mask R-CNN starts from a
 Faster R-CNN run with ``init_fresh=["mask_head"]`` (the source has no mask branch), and a module
@@ -32,15 +38,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcv.errors import InitFromError
+from jaxcv.train.trunk import is_classifier, transfer_trunk
+
 __all__ = ["InitFromError", "init_state_from", "load_variables", "merge_variables"]
 
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "jaxcv_run.json"
 Path_ = tuple[str, ...]
-
-
-class InitFromError(ValueError):
-    """``model.init_from`` cannot be read, or does not fit the model."""
 
 
 def _flat(tree: Mapping, prefix: Path_ = ()) -> dict[Path_, Any]:
@@ -233,6 +238,10 @@ def merge_variables(
     return _nest(merged), heads + ["/".join(p) for p in prefixes]
 
 
+def _module_set(variables: Mapping) -> set[Path_]:
+    return {path[1:-1] for path in _flat(variables)}
+
+
 def init_state_from(
     state: Any,
     path: str | os.PathLike,
@@ -255,6 +264,18 @@ def init_state_from(
     """
     source, description = load_variables(path)
     target = {"params": state.params, **state.model_state}
+    if is_classifier(source) and _module_set(source) != _module_set(target):
+        merged, transfer = transfer_trunk(
+            target, source, fresh=fresh, source_name=f"init_from ({description})"
+        )
+        for line in transfer.lines(description):
+            log(line)
+        params = merged.pop("params")
+        return state.replace(
+            params=params,
+            model_state={**state.model_state, **merged},
+            opt_state=state.tx.init(params),
+        )
     merged, kept = merge_variables(target, source, num_classes=num_classes, fresh=fresh)
     params = merged.pop("params")
     kept_prefixes = tuple(_module_path(k) for k in kept)

@@ -13,38 +13,14 @@ from jaxcv.models import convert
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from torch_to_flax import nchw_to_nhwc, randomize_batch_norms, relative_error  # noqa: E402
+from torch_to_flax import (  # noqa: E402
+    narrow_torch_vgg,
+    nchw_to_nhwc,
+    randomize_batch_norms,
+    relative_error,
+)
 
 pytestmark = pytest.mark.parity
-
-
-def _torch_vgg(arch, fc_width, num_classes):
-    """torchvision's VGG with a narrow fc6/fc7 in the same layout (a 25088x4096 fc6 would make
-    a 400 MB checkpoint); the converter reads ``fc_width`` from the tensors. Built on the meta
-    device so the full-size classifier is never allocated, then initialised like torchvision."""
-    with torch.device("meta"):
-        tmodel = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
-    tmodel.features.to_empty(device="cpu")
-    with torch.no_grad():
-        for layer in tmodel.features:
-            if isinstance(layer, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-                layer.bias.uniform_(-0.1, 0.1)
-    tmodel.classifier = torch.nn.Sequential(
-        torch.nn.Linear(512 * 7 * 7, fc_width),
-        torch.nn.ReLU(True),
-        torch.nn.Dropout(),
-        torch.nn.Linear(fc_width, fc_width),
-        torch.nn.ReLU(True),
-        torch.nn.Dropout(),
-        torch.nn.Linear(fc_width, num_classes),
-    )
-    with torch.no_grad():  # larger than VGG's N(0, 0.01) so the logits are not ~0
-        for layer in tmodel.classifier:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.normal_(0.0, 0.05)
-                layer.bias.uniform_(-0.1, 0.1)
-    return tmodel
 
 
 def _torch_model(arch, seed=0):
@@ -54,7 +30,7 @@ def _torch_model(arch, seed=0):
             weights=None, weights_backbone=None, num_classes=5, aux_loss=arch.endswith("_aux")
         )
     elif arch.startswith("vgg"):
-        tmodel = _torch_vgg(arch, fc_width=24, num_classes=6)
+        tmodel = narrow_torch_vgg(arch, fc_width=24, num_classes=6)
     else:
         tmodel = getattr(torchvision.models, arch)(weights=None, num_classes=6)
     randomize_batch_norms(tmodel, seed)

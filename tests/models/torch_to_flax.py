@@ -7,6 +7,7 @@ parity tests check jaxcv's layer layout against torchvision's (NCHW -> NHWC, OIH
 
 import numpy as np
 import torch
+import torchvision
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -107,3 +108,32 @@ def vgg_variables(model: torch.nn.Module, pool_output: tuple[int, int] = (7, 7))
 def relative_error(actual, expected) -> float:
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-12))
+
+
+def narrow_torch_vgg(arch: str, fc_width: int, num_classes: int) -> torch.nn.Module:
+    """torchvision's VGG with a narrow fc6/fc7 in the same layout (a 25088x4096 fc6 would make
+    a 400 MB checkpoint); the converter reads ``fc_width`` from the tensors. Built on the meta
+    device so the full-size classifier is never allocated, then initialised like torchvision."""
+    with torch.device("meta"):
+        tmodel = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    tmodel.features.to_empty(device="cpu")
+    with torch.no_grad():
+        for layer in tmodel.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                layer.bias.uniform_(-0.1, 0.1)
+    tmodel.classifier = torch.nn.Sequential(
+        torch.nn.Linear(512 * 7 * 7, fc_width),
+        torch.nn.ReLU(True),
+        torch.nn.Dropout(),
+        torch.nn.Linear(fc_width, fc_width),
+        torch.nn.ReLU(True),
+        torch.nn.Dropout(),
+        torch.nn.Linear(fc_width, num_classes),
+    )
+    with torch.no_grad():  # larger than VGG's N(0, 0.01) so the logits are not ~0
+        for layer in tmodel.classifier:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(0.0, 0.05)
+                layer.bias.uniform_(-0.1, 0.1)
+    return tmodel
