@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from torch_to_flax import (  # noqa: E402
+    narrow_torch_vgg,
     nchw_to_nhwc,
     randomize_batch_norms,
     relative_error,
@@ -106,21 +107,7 @@ def test_pool_output_none_flattens_last_pool():
 def _torch_vgg(name, fc_width, num_classes, seed=0):
     """torchvision's VGG with its classifier narrowed to ``fc_width`` (same layer layout)."""
     torch.manual_seed(seed)
-    tmodel = getattr(torchvision.models, name)(num_classes=num_classes)
-    tmodel.classifier = torch.nn.Sequential(
-        torch.nn.Linear(512 * 7 * 7, fc_width),
-        torch.nn.ReLU(True),
-        torch.nn.Dropout(),
-        torch.nn.Linear(fc_width, fc_width),
-        torch.nn.ReLU(True),
-        torch.nn.Dropout(),
-        torch.nn.Linear(fc_width, num_classes),
-    )
-    with torch.no_grad():  # larger than VGG's N(0, 0.01) so the logits are not ~0
-        for layer in tmodel.classifier:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.normal_(0.0, 0.05)
-                layer.bias.uniform_(-0.1, 0.1)
+    tmodel = narrow_torch_vgg(name, fc_width, num_classes)
     randomize_batch_norms(tmodel, seed)
     return tmodel.eval()
 

@@ -122,6 +122,8 @@ def narrow_torch_vgg(arch: str, fc_width: int, num_classes: int) -> torch.nn.Mod
             if isinstance(layer, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
                 layer.bias.uniform_(-0.1, 0.1)
+            elif isinstance(layer, torch.nn.BatchNorm2d):
+                layer.reset_parameters()  # to_empty left it uninitialised
     tmodel.classifier = torch.nn.Sequential(
         torch.nn.Linear(512 * 7 * 7, fc_width),
         torch.nn.ReLU(True),
