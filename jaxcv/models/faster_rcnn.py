@@ -16,7 +16,7 @@ uses. Parameter tree: ``backbone/...``, ``rpn/{conv,cls_logits,bbox_pred}``, the
 Backbones (:data:`BACKBONES`), all at stride 16 as in the paper:
 
 * ``"small"``: :class:`jaxcv.models.backbones.small.SmallBackbone` (``c4``), for CPU runs;
-* ``"vgg16"`` / ``"vgg16_bn"``: VGG-16's ``conv5`` (the lecture's backbone, 512 channels);
+* ``"vgg16"`` / ``"vgg16_bn"``: VGG-16's ``conv5`` (the paper's backbone, 512 channels);
 * ``"resnet18"`` / ``"resnet34"`` / ``"resnet50"``: the ResNet C4 trunk (``layer1..3``).
 
 RoI features: ``roi_align`` to ``roi_size x roi_size`` (7) with ``sampling_ratio`` 2 and
