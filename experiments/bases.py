@@ -45,8 +45,13 @@ def data(
     max_objects: int = 1,
     train_split: str = "train",
     eval_split: str = "test",
+    test_split: str | None = None,
 ) -> ConfigDict:
-    """The ``data`` section (``jaxcv.data``); ``data_dir`` None is the tfds default."""
+    """The ``data`` section (``jaxcv.data``); ``data_dir`` None is the tfds default.
+
+    ``eval_split`` is evaluated during training and selects the checkpoint
+    (``train.best_metric``); ``test_split``, when set, is evaluated once at the end with the
+    selected checkpoint, and is the reported figure."""
     return ConfigDict(
         {
             "name": name,
@@ -58,6 +63,7 @@ def data(
             "max_objects": max_objects,
             "train_split": train_split,
             "eval_split": eval_split,
+            "test_split": test_split,
         }
     )
 

@@ -237,6 +237,7 @@ def _cmd_demo(args) -> int:
     from jaxcv import experiments
     from jaxcv.recipes import recipe_for
     from jaxcv.train.loop import train_and_evaluate
+    from jaxcv.train.runtime import reported_split
 
     start = time.monotonic()
     rows = []
@@ -244,7 +245,7 @@ def _cmd_demo(args) -> int:
         workdir = args.workdir / name
         print(f"== {name} -> {workdir}", flush=True)
         config = experiments.load_config(name)
-        metric = f"{config.data.eval_split}/{recipe_for(config.task).metric}"
+        metric = f"{reported_split(config)}/{recipe_for(config.task).metric}"
         results = train_and_evaluate(config, workdir)
         rows.append((name, metric, target, results.get(metric), workdir, workdir / figure))
     print(demo_summary(rows, time.monotonic() - start))

@@ -57,6 +57,7 @@ from jaxcv.train.runtime import (
     headline_keys,
     make_eval_pipeline,
     make_model,
+    reported_split,
     run_metadata,
     sample_batch_from_spec,
 )
@@ -90,6 +91,13 @@ def _check_train_config(config: ml_collections.ConfigDict, multiple: int) -> Non
         raise ValueError(
             f"config.train.best_metric={t.best_metric!r} is not a metric of the evaluated split "
             f"{split!r}; use e.g. '{split}/accuracy' (or set data.eval_split)"
+        )
+    test_split = config.data.get("test_split")
+    if test_split and (test_split == split or str(t.best_metric).startswith(f"{test_split}/")):
+        raise ValueError(
+            f"config.data.test_split={test_split!r} is evaluated once, with the checkpoint "
+            f"selected on data.eval_split={split!r}: it must differ from the split that "
+            "selects (eval_split, train.best_metric)"
         )
     for key in ("batch_size", "eval_batch_size"):
         size = int(config.data[key])
@@ -254,6 +262,7 @@ class StepLoop:
         )
         self.step, self.interrupted = run.start_step, False
         self.evaluation, self.eval_metrics = None, None
+        self.test_metrics, self.tested_step = None, None
 
     def _nonfinite_message(self, loss: float, step: int) -> str:
         latest = self.run.checkpointer.latest_step()
@@ -316,6 +325,29 @@ class StepLoop:
             self.eval_metrics = self.evaluate(num_steps)
             self.step = num_steps
 
+    def test(self) -> None:
+        """Evaluate ``data.test_split`` once, with the checkpoint selected on the validation
+        split: the best by ``train.best_metric`` when it is tracked, else the final state.
+        Nothing after an interruption, or without a ``test_split``."""
+        run = self.run
+        split = run.config.data.get("test_split")
+        if not split or self.interrupted:
+            return
+        state, best = self.state, None
+        if run.config.train.best_metric:
+            run.checkpointer.wait()
+            best = run.checkpointer.best_step()
+        if best is not None and best != self.step:
+            host = run.checkpointer.restore(best, run.parallel.get_state(self.state))
+            state = run.parallel.put_state(host)
+        self.tested_step = self.step if best is None else best
+        test_ds = make_eval_pipeline(run.config, split)
+        self.evaluation = evaluate(run.task, self.p_eval, run.parallel, state, test_ds, split=split)
+        self.test_metrics = {f"{split}/{k}": v for k, v in self.evaluation.metrics.items()}
+        self.writer.write(self.step, self.test_metrics)
+        summary = report_lib.summarize(self.test_metrics, headline_keys(run.config, split))
+        self.progress.write(f"{split} (checkpoint of step {self.tested_step}): {summary}")
+
     def _stop(self, step: int, signal_name: str, *, saved: bool) -> None:
         if not saved:
             self.save(step, None, force=True)
@@ -334,6 +366,9 @@ def final_results(loop: StepLoop, wall_start: float) -> dict[str, float]:
     results: dict[str, float] = {}
     if not loop.interrupted and loop.eval_metrics is not None:
         results.update(loop.eval_metrics)
+    if loop.test_metrics is not None:
+        results.update(loop.test_metrics)
+        results["train/selected_step"] = float(loop.tested_step)
     results.update(
         {
             "train/steps": float(loop.step),
@@ -371,6 +406,11 @@ def run_notes(loop: StepLoop, results: dict[str, float], profiler: StepProfiler)
     best = checkpointer.best_step() if hasattr(checkpointer, "best_step") else None
     if best is not None and tc.best_metric:
         notes.append(f"Best checkpoint by `{tc.best_metric}`: step {best}.")
+    if loop.test_metrics is not None:
+        notes.append(
+            f"`{run.config.data.test_split}` evaluated once, with the checkpoint of step "
+            f"{loop.tested_step} (selected on `{run.config.data.eval_split}`)."
+        )
     return notes
 
 
@@ -384,7 +424,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     Returns:
       The final flat results, also written to ``results.json``: ``<eval split>/<metric>``
-      (e.g. ``test/accuracy``, ``test/loss``), ``train/steps``, ``train/images_per_s``,
+      (e.g. ``validation/accuracy``) of the final state, with ``data.test_split``
+      ``<test split>/<metric>`` of the selected checkpoint (evaluated once) and
+      ``train/selected_step``, then ``train/steps``, ``train/images_per_s``,
       ``train/loss``, ``train/wall_s``, ``train/compile_s``, ``peak_rss_mb``; after an
       interruption (SIGTERM/Ctrl-C) ``train/interrupted = 1`` and no final evaluation.
 
@@ -407,6 +449,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     loop = StepLoop(run, writer, progress, profiler)
     try:
         loop.train()
+        loop.test()
     finally:
         profiler.close()
         progress.close()
@@ -422,7 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         list(run.info.class_names),
         notes=run_notes(loop, results, profiler),
     )
-    summary = report_lib.summarize(results, headline_keys(config))
+    summary = report_lib.summarize(results, headline_keys(config, reported_split(config)))
     print(f"{config.name}: {summary}".rstrip())
     print(f"Report: {report.resolve()}")
     return {k: float(v) for k, v in results.items() if not isinstance(v, str)}

@@ -38,6 +38,7 @@ __all__ = [
     "headline_keys",
     "make_eval_pipeline",
     "make_model",
+    "reported_split",
     "run_metadata",
     "sample_batch_from_spec",
 ]
@@ -51,9 +52,17 @@ def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
     return recipe_for(config.task).batch_keys
 
 
-def headline_keys(config: ml_collections.ConfigDict) -> list[str]:
-    """The evaluated split's metrics a run prints (``test/accuracy``, ...), in order."""
-    return [f"{config.data.eval_split}/{k}" for k in recipe_for(config.task).summary]
+def headline_keys(config: ml_collections.ConfigDict, split: str | None = None) -> list[str]:
+    """The metrics of ``split`` (default ``data.eval_split``) a run prints
+    (``validation/accuracy``, ...), in order."""
+    split = split or config.data.eval_split
+    return [f"{split}/{k}" for k in recipe_for(config.task).summary]
+
+
+def reported_split(config: ml_collections.ConfigDict) -> str:
+    """The split a run's figures are reported on: ``data.test_split`` (evaluated once, with the
+    checkpoint selected on ``data.eval_split``) when set, else ``data.eval_split``."""
+    return config.data.get("test_split") or config.data.eval_split
 
 
 def build_task(config: ml_collections.ConfigDict, model):

@@ -194,6 +194,39 @@ def test_run_writes_all_outputs_and_learns(tmp_path, capsys):
     assert steps == [20, 40]
 
 
+def test_test_split_is_evaluated_once_with_the_checkpoint_selected_on_validation(tmp_path, capsys):
+    # The highest validation loss selects an early checkpoint, so the test pass must restore it (the
+    # stand-in's evaluation splits hold the same examples: its test figures are those that
+    # validation measured at the selected step).
+    config = make_config(
+        num_steps=12, eval_every=4, checkpoint_every=4, keep_checkpoints=1,
+        best_metric="validation/loss", best_mode="max",
+    )  # fmt: skip
+    config.data.eval_split, config.data.test_split = "validation", "test"
+    results = loop.train_and_evaluate(config, tmp_path)
+    records = read_metrics(tmp_path)
+    by_step = {r["step"]: r for r in records if "validation/loss" in r}
+    assert sorted(by_step) == [4, 8, 12]
+    selected = max(by_step, key=lambda step: by_step[step]["validation/loss"])
+    assert selected != 12 and results["train/selected_step"] == selected
+    for metric in ("accuracy", "loss"):
+        expected = by_step[selected][f"validation/{metric}"]
+        assert results[f"test/{metric}"] == pytest.approx(expected)
+    assert results["validation/loss"] == pytest.approx(by_step[12]["validation/loss"])
+    captured = capsys.readouterr()
+    assert f"test (checkpoint of step {selected}):" in captured.out + captured.err
+    assert f"fake_cnn: test/accuracy={results['test/accuracy']:.4f}" in captured.out
+    report = (tmp_path / "report.md").read_text()
+    assert f"evaluated once, with the checkpoint of step {selected}" in report
+
+
+def test_test_split_may_not_be_the_selecting_split(tmp_path):
+    config = make_config(best_metric="validation/accuracy")
+    config.data.eval_split, config.data.test_split = "validation", "validation"
+    with pytest.raises(ValueError, match="test_split='validation' is evaluated once"):
+        loop.train_and_evaluate(config, tmp_path)
+
+
 def _interrupt_at(monkeypatch, step, sig):
     """Send ``sig`` to this process from the progress bar after training step ``step``."""
 
