@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
     """The cifar10_resnet18 config (see the module docstring)."""
     config = bases.classifier("cifar10_resnet18")
     config.data.update(name="cifar10", batch_size=128, eval_batch_size=500, augment=True)
+    bases.select_on(config, "train[45000:]")
+    config.data.train_split = "train[:45000]"
     config.model = ml_collections.ConfigDict(
         {"name": "resnet18", "num_classes": None, "stem": "cifar", "dtype": "float32"}
     )

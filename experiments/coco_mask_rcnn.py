@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
         image_size=(768, 1024),
         max_objects=100,
         eval_split="validation",
+        test_split=None,  # test2017 has no labels
     )
 
     model = config.model  # num_classes None: the 80 thing classes, from the dataset
@@ -77,6 +78,6 @@ def get_config() -> ml_collections.ConfigDict:
         log_every=100,
         eval_every=10000,
         checkpoint_every=2000,
-        best_metric="validation/mask_AP",
+        best_metric=None,  # a fixed schedule, the final model on val2017 (no labelled test)
     )
     return config

@@ -36,4 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 2400
     config.train.checkpoint_every = 1200
     config.train.keep_checkpoints = 1
+    # One evaluation, of the final state, on test: nothing is selected on it.
+    config.data.eval_split, config.data.test_split = "test", None
+    config.train.best_metric = None
     return config

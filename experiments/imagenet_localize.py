@@ -44,4 +44,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.update(
         num_steps=40000, log_every=100, eval_every=5000, checkpoint_every=2500, keep_checkpoints=3
     )
+    config.train.best_metric = None  # trained on trainval for a fixed schedule, as the paper
     return config

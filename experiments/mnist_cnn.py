@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     """The mnist_cnn config (see the module docstring)."""
     config = bases.classifier("mnist_cnn")
     config.data.update(name="mnist", batch_size=128, eval_batch_size=500)
+    bases.select_on(config, "train[55000:]")
+    config.data.train_split = "train[:55000]"
     config.model.update(batch_norm=False, dropout_rate=0.5)
     config.optimizer.update(learning_rate=1e-3, warmup_steps=200)
     config.train.update(num_steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000)

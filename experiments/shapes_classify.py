@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     """The shapes_classify config (see the module docstring)."""
     config = bases.classifier("shapes_classify")
     config.data.update(name="shapes/single", eval_batch_size=200, image_size=(48, 48), augment=True)
+    config.data.train_split = "train"
+    bases.select_on(config)
     config.model.channels = (16, 32, 64, 96, 128)
     config.optimizer.update(learning_rate=2e-3, warmup_steps=50)
     config.train.update(num_steps=2400, eval_every=600, checkpoint_every=600)

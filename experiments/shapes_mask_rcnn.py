@@ -60,6 +60,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 5e-4
     config.train.num_steps = 1500
     config.train.eval_every = 500
-    config.train.best_metric = "test/mask_AP50"
+    config.train.best_metric = "validation/mask_AP50"
     config.train.best_mode = "max"
     return config

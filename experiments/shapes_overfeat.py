@@ -69,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.overfeat.multi_scales = (0.75, 1.0, 1.25)
     config.overfeat.fine_stride = False  # True: offset max-pooling, windows every 8 px
     config.overfeat.eval_split = "test"
+    config.data.test_split = None  # the study tests the multi-scale detector itself
     config.overfeat.batch_size = 50
     config.overfeat.max_objects = 16
     config.overfeat.min_score = 0.5

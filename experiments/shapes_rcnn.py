@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = shapes_fast_rcnn.get_config()
     config.name = "shapes_rcnn"
     config.task = "rcnn"
-    config.data.eval_split = "test[:200]"
+    config.data.eval_split, config.data.test_split = "validation[:200]", "test[:200]"
     config.proposals.num_test = 100
     config.model = bases.detector_model(
         "rcnn",
@@ -48,6 +48,6 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.detection.update(roi_batch_size_per_image=32, test_chunk_size=50)
     config.train.update(
-        num_steps=300, eval_every=300, checkpoint_every=100, best_metric="test[:200]/mAP50"
+        num_steps=300, eval_every=300, checkpoint_every=100, best_metric="validation[:200]/mAP50"
     )
     return config

@@ -34,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.study = "transfer"
     # The target task; the source task's data is config.transfer.source_data, same image size.
     config.data.image_size = (32, 32)
+    # The study selects nothing: every classifier trains for a fixed schedule and is tested.
+    config.data.update(train_split="train", eval_split="test", test_split=None)
     config.model.update(channels=(16, 32, 64), hidden_units=(64,))
 
     # Pre-training (source task).

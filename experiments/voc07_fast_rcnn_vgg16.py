@@ -22,10 +22,17 @@ Settings as in the paper:
 * SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3 for 30k minibatches, then 1e-4
   for 10k; test: per-class NMS 0.3.
 
-Differences on purpose: no ImageNet initialisation offline (the trunk starts from scratch;
-with ImageNet weights freeze ``conv1_*``/``conv2_*`` as the paper:
-``optimizer.freeze = ["backbone/conv1_", "backbone/conv2_"]``); VOC "difficult" objects are
-counted as ordinary ground truth (the task's batch keys do not include ``ignore``).
+The paper's recipe, from torchvision's ImageNet VGG-16 (conv1_1 ... fc7 load, 134.3M
+parameters, `experiments/bench/trunk_transfer.py`; the classifier layer is dropped, the box
+outputs start fresh), with conv1-conv2 frozen as the paper::
+
+    jaxcv convert torchvision vgg16 vgg16-397923af.pth runs/vgg16
+    jaxcv train voc07_fast_rcnn_vgg16 --workdir runs/voc07_fast_rcnn_vgg16 \\
+        --set model.init_from=runs/vgg16 \\
+        --set 'optimizer.freeze=["backbone/conv1_", "backbone/conv2_"]'
+
+(fc6/fc7 land in the box head.) Without ``init_from`` the trunk starts from scratch. VOC07 AP
+leaves "difficult" objects out, as the devkit does.
 """
 
 import ml_collections

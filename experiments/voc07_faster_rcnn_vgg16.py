@@ -22,13 +22,19 @@ Settings as in the paper and its reference implementation (py-faster-rcnn):
 * SGD with momentum 0.9 and weight decay 5e-4, learning rate 1e-3 for 60k iterations then
   1e-4 for 20k (the paper's VOC schedule), 2 images per batch, horizontal flips.
 
-Differences from the paper, on purpose: no ImageNet initialisation is available offline, so
-the trunk starts from scratch (with ImageNet weights one would also freeze ``conv1_*`` and
-``conv2_*`` as the paper does: ``optimizer.freeze = ["backbone/conv1_", "backbone/conv2_"]``);
-the box head's dropout is not used (torchvision's TwoMLPHead has none either). Known gap: the
-``faster_rcnn`` task's batch keys (its recipe in ``jaxcv/recipes.py``) do not include VOC's
-``ignore`` ("difficult") flags yet, so evaluation counts difficult objects as ordinary ground
-truth, which lowers mAP slightly compared with the devkit.
+The paper's recipe, from torchvision's ImageNet VGG-16 (conv1_1 ... fc7 load, 134.3M
+parameters, `experiments/bench/trunk_transfer.py`; the classifier layer is dropped, the RPN /
+box outputs start fresh), with conv1-conv2 frozen as the paper::
+
+    jaxcv convert torchvision vgg16 vgg16-397923af.pth runs/vgg16
+    jaxcv train voc07_faster_rcnn_vgg16 --workdir runs/voc07_faster_rcnn_vgg16 \\
+        --set model.init_from=runs/vgg16 \\
+        --set 'optimizer.freeze=["backbone/conv1_", "backbone/conv2_"]'
+
+Without ``init_from`` the trunk starts from scratch. Differences from the paper, on purpose:
+the box head's dropout is not used (torchvision's TwoMLPHead has none either). VOC07 AP leaves
+"difficult" objects out, as the devkit does (the dataset's ``ignore`` flags reach the
+evaluator).
 """
 
 import ml_collections
@@ -80,4 +86,6 @@ def get_config() -> ml_collections.ConfigDict:
     )
     # 60k + 20k iterations of one image = 40k steps of two images, the decay after 30k.
     config.train.update(num_steps=40000, log_every=100, eval_every=10000, checkpoint_every=2000)
+    # The paper's protocol: a fixed schedule on trainval, the final model tested; no selection.
+    config.train.best_metric = None
     return config

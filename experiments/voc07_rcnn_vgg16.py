@@ -21,9 +21,18 @@ Settings as in the paper:
 
 Differences on purpose: the softmax of the fine-tuned network replaces the per-class linear
 SVMs and their hard-negative mining (Fast R-CNN, sec. 5.4: as good); the box regressor is a
-linear layer trained jointly rather than a ridge regression fitted afterwards; no ImageNet
-initialisation offline; images are resized to a fixed 500x500 before warping (static shapes);
-VOC "difficult" objects count as ordinary ground truth.
+linear layer trained jointly rather than a ridge regression fitted afterwards; images are
+resized to a fixed 500x500 before warping (static shapes). VOC07 AP leaves "difficult"
+objects out, as the devkit does.
+
+The paper's recipe, from torchvision's ImageNet VGG-16 (conv1_1 ... fc7 load, 134.3M
+parameters, `experiments/bench/trunk_transfer.py`; the classifier layer is dropped, the box
+outputs start fresh), with conv1-conv2 frozen as the paper::
+
+    jaxcv convert torchvision vgg16 vgg16-397923af.pth runs/vgg16
+    jaxcv train voc07_rcnn_vgg16 --workdir runs/voc07_rcnn_vgg16 \\
+        --set model.init_from=runs/vgg16 \\
+        --set 'optimizer.freeze=["backbone/conv1_", "backbone/conv2_"]'
 """
 
 import ml_collections

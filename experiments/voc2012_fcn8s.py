@@ -45,9 +45,11 @@ The paper's optimisation (the reference "at-once" FCN-8s) and what jaxcv does:
   exactly, see jaxcv/models/fcn.py). The at-once net's 0.01 / 0.0001 scaling of the pool4 /
   pool3 skips is not used either (the score layers start at zero anyway).
 * ImageNet initialisation of VGG-16: the paper's starting point, and what makes 62 mIoU
-  possible. Convert torchvision's `vgg16` checkpoint with `jaxcv.models.convert` and start
-  from it with `--set model.init_from=DIR` (the key being added with that converter). Without
-  it the trunk starts from scratch here, which with this tiny fixed rate will not get far.
+  possible: `jaxcv convert torchvision vgg16 vgg16-397923af.pth runs/vgg16`, then
+  `--set model.init_from=runs/vgg16` loads the 13 convs and fc6/fc7, convolutionalised to the
+  7x7 and 1x1 kernels (134.3M parameters, `experiments/bench/trunk_transfer.py`); the score
+  and upsampling layers keep their initialisation. Without it the trunk starts from scratch
+  here, which with this tiny fixed rate will not get far.
 * Schedule: 100,000 iterations of one image (about 68 epochs of VOC 2012 train).
 """
 
@@ -96,6 +98,6 @@ def get_config() -> ml_collections.ConfigDict:
         log_every=100,
         eval_every=10_000,
         checkpoint_every=2_000,
-        best_metric="validation/mIoU",
+        best_metric=None,  # a fixed schedule, the final model on val (the test set has no labels)
     )
     return config

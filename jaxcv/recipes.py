@@ -42,6 +42,7 @@ def _detector(name: str, build) -> Recipe:
         metric="mAP50",
         summary=("mAP50", "AP", "loss"),
         figures=(figures.drawn_detections,),
+        optional_keys=(types.IGNORE,),
     )
 
 
@@ -103,6 +104,7 @@ RECIPES: dict[str, Recipe] = {
             metric="mask_AP50",
             summary=("mAP50", "mask_AP50", "loss"),
             figures=(figures.drawn_detections, figures.instance_masks),
+            optional_keys=(types.IGNORE,),
         ),
         # R-CNN and Fast R-CNN also get ``proposals``: the pipeline joins the table of their
         # config's ``proposals`` section.

@@ -102,3 +102,14 @@ def test_pyproject_installs_every_package_and_the_experiments():
 if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
     SNAPSHOT.write_text(json.dumps(_current(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}")
+
+
+def test_detectors_read_the_ignore_flags_where_the_dataset_has_them():
+    """VOC's "difficult" (and COCO's crowd) flags reach the evaluator, which VOC07 AP needs;
+    shapes has none, and its detectors' batches are unchanged."""
+    from jaxcv.train.runtime import batch_keys
+
+    for name in ("voc07_faster_rcnn_vgg16", "voc07_fast_rcnn_vgg16", "voc07_rcnn_vgg16"):
+        assert "ignore" in batch_keys(experiments.load_config(name)), name
+    for name in ("shapes_faster_rcnn", "shapes_rcnn", "shapes_mask_rcnn"):
+        assert "ignore" not in batch_keys(experiments.load_config(name)), name

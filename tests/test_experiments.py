@@ -127,14 +127,15 @@ FIGURE = {
 }
 # Dense patch-CNN evaluation costs seconds per image: evaluate 4 images in the smoke run.
 EXTRA_SMOKE = {
-    "shapes_patch_cnn": ["data.eval_split=test[:4]", "train.best_metric=test[:4]/mIoU"],
+    "shapes_patch_cnn": ["data.eval_split=test[:4]"],
     # R-CNN / Fast R-CNN: selective search (~0.5 s per image) on a few images only; VGG-16 on
     # small inputs and crops.
     **{
         name: [
             "data.train_split=train[:8]",
-            "data.eval_split=test[:4]",
-            "train.best_metric=test[:4]/mAP50",
+            "data.eval_split=validation[:4]",
+            "data.test_split=test[:4]",
+            "train.best_metric=validation[:4]/mAP50",
         ]
         for name in ("shapes_rcnn", "shapes_fast_rcnn")
     },
@@ -169,12 +170,13 @@ SMOKE_EVAL_IMAGES = 12
 
 
 def _evaluate_first_images(config) -> None:
-    split = config.data.eval_split
-    if "[" in split:  # already a slice (EXTRA_SMOKE)
-        return
-    metric = config.train.best_metric.split("/", 1)[1]
-    config.data.eval_split = f"{split}[:{SMOKE_EVAL_IMAGES}]"
-    config.train.best_metric = f"{config.data.eval_split}/{metric}"
+    for key in ("eval_split", "test_split"):
+        split = config.data.get(key)
+        if split and "[" not in split:  # not already a slice (EXTRA_SMOKE)
+            config.data[key] = f"{split}[:{SMOKE_EVAL_IMAGES}]"
+    if config.train.best_metric:
+        metric = config.train.best_metric.split("/", 1)[1]
+        config.train.best_metric = f"{config.data.eval_split}/{metric}"
 
 
 @pytest.mark.parametrize("name", TRAINED)
@@ -183,7 +185,11 @@ def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
         pytest.skip(f"VGG-16 at VOC size: set {SLOW_ENV}=1 to smoke-train {name}")
     config = experiments.load_config(name, SMOKE + EXTRA_SMOKE.get(name, []))
     assert config.name == name
-    assert config.train.best_metric.startswith(config.data.eval_split + "/")
+    # The protocol: selection (if any) on eval_split, never on test_split.
+    assert not config.train.best_metric or config.train.best_metric.startswith(
+        config.data.eval_split + "/"
+    )
+    assert config.data.get("test_split") != config.data.eval_split
     _evaluate_first_images(config)
     if config.get("proposals") is not None:  # proposal caches of the run stay in tmp_path
         config.proposals.cache_dir = str(tmp_path / "proposals")
@@ -196,7 +202,8 @@ def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
             results = train_and_evaluate(config, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["train/steps"] == 2
-    split = config.data.eval_split
+    split = config.data.get("test_split") or config.data.eval_split
+    assert ("train/selected_step" in saved) == bool(config.data.get("test_split"))
     metric, figure = recipe_for(config.task).metric, FIGURE[config.task]
     assert 0.0 <= saved[f"{split}/{metric}"] <= 1.0
     assert results[f"{split}/{metric}"] == saved[f"{split}/{metric}"]

@@ -123,6 +123,8 @@ class Recipe:
       build: ``(config, model) -> Task``, the task module's ``task_from_config``.
       batch_keys: the batch keys the task reads (the pipeline decodes only these), or None for
         every key the dataset has.
+      optional_keys: keys the task reads when the dataset has them (e.g. ``ignore``: VOC's
+        "difficult" objects, which VOC07 AP leaves out).
       metric: the evaluator's headline metric (e.g. ``"mAP50"``), what a run is judged by.
       summary: the metrics a run prints after each evaluation, in order (those the evaluator
         reports; the ``metric`` first is not required).
@@ -139,3 +141,4 @@ class Recipe:
     summary: tuple[str, ...]
     figures: tuple[FigureFn, ...] = ()
     counts_background: bool = False
+    optional_keys: tuple[str, ...] = ()

@@ -29,6 +29,7 @@ from jaxcv.train.runtime import (
     headline_keys,
     make_eval_pipeline,
     make_model,
+    reported_split,
     run_metadata,
     sample_batch_from_spec,
 )
@@ -107,7 +108,8 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str | Path, *, which
 def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str | Path, *, which: str = "best"
 ) -> dict[str, float]:
-    """Evaluate the best/latest checkpoint of a run on ``config.data.eval_split``.
+    """Evaluate the best/latest checkpoint of a run on its reported split: ``data.test_split``
+    when the config has one, else ``data.eval_split`` (:func:`jaxcv.train.runtime.reported_split`).
 
     Prints the metrics and writes them to ``WORKDIR/eval_results.json`` (flat names such as
     ``test/accuracy``, plus ``checkpoint/step``).
@@ -119,20 +121,22 @@ def evaluate_checkpoint(
     task, state, _, step = restore_run(config, workdir, which=which)
     parallel = Parallel(mode=config.train.parallel)
     eval_step = parallel.compile_eval_step(make_eval_step(task))
-    split = config.data.eval_split
+    split = reported_split(config)
     evaluation = evaluate(
         task,
         eval_step,
         parallel,
         parallel.put_state(state),
-        make_eval_pipeline(config),
+        make_eval_pipeline(config, split),
         split=split,
     )
     results = {f"{split}/{k}": float(v) for k, v in evaluation.metrics.items()}
     results["checkpoint/step"] = float(step)
     path = workdir / EVAL_RESULTS_FILE
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    summary = report_lib.summarize(results, [*headline_keys(config), f"{split}/num_examples"])
+    summary = report_lib.summarize(
+        results, [*headline_keys(config, split), f"{split}/num_examples"]
+    )
     print(f"{config.name} ({which} checkpoint, step {step}): {summary}")
     print(f"Results: {path.resolve()}")
     return results

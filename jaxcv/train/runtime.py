@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from jaxcv import data as jdata
+from jaxcv.data.registry import DATASETS
 from jaxcv.errors import NonFiniteLossError
 from jaxcv.models import build_model
 from jaxcv.proposals.pipeline import proposal_table
@@ -48,8 +49,14 @@ INIT_KEYS = ("init_from", "init_fresh")
 
 
 def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
-    """The batch keys ``config.task`` needs (None: all the dataset has)."""
-    return recipe_for(config.task).batch_keys
+    """The batch keys ``config.task`` needs (None: all the dataset has), with those of its
+    ``optional_keys`` the dataset has (VOC's and COCO's ``ignore`` for the detectors)."""
+    recipe = recipe_for(config.task)
+    if recipe.batch_keys is None:
+        return None
+    spec = DATASETS.get(config.data.name)
+    extra = tuple(k for k in recipe.optional_keys if spec is not None and k in spec.keys)
+    return (*recipe.batch_keys, *extra)
 
 
 def headline_keys(config: ml_collections.ConfigDict, split: str | None = None) -> list[str]:

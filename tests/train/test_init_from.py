@@ -90,6 +90,47 @@ def test_init_fresh_modules_keep_their_initialisation_and_may_be_absent_from_the
         init_from.merge_variables(target, source, fresh=["mask_haed"])
 
 
+def test_a_classifier_gives_another_model_its_trunk_and_the_log_says_what(tmp_path):
+    import dataclasses
+
+    import optax
+
+    from jaxcv.models import convert
+
+    @dataclasses.dataclass(frozen=True)
+    class State:
+        params: dict
+        model_state: dict
+        tx: optax.GradientTransformation
+        opt_state: object = None
+
+        def replace(self, **changes):
+            return dataclasses.replace(self, **changes)
+
+    source = _vars(out=5)
+    converted = convert.Converted("cnn", "cnn", {}, source)
+    convert.save_converted(converted, tmp_path / "cnn", source="test")
+    params = {
+        "backbone": {"conv1": {"kernel": np.zeros((3, 3, 1, 4), np.float32)}},
+        "box_fc1": {"kernel": np.zeros((16, 3), np.float32)},
+    }
+    state = State(
+        params, {"batch_stats": {"backbone": {"bn1": {"mean": np.zeros(4)}}}}, optax.sgd(1)
+    )
+    lines = []
+    new = init_from.init_state_from(state, tmp_path / "cnn", log=lines.append)
+    np.testing.assert_array_equal(new.params["backbone"]["conv1"]["kernel"], 2.0)
+    np.testing.assert_array_equal(new.params["box_fc1"]["kernel"], 0.0)
+    np.testing.assert_array_equal(new.model_state["batch_stats"]["backbone"]["bn1"]["mean"], 3.0)
+    assert new.opt_state is not None
+    assert lines[0].startswith("init_from: trunk of torchvision cnn converted in")
+    assert "36 parameters in 2 modules" in lines[0]
+    assert lines[1:] == [
+        "init_from: fresh initialisation kept by box_fc1",
+        "init_from: left out of the source: fc1, logits",
+    ]
+
+
 def test_not_a_checkpoint_says_what_was_expected(tmp_path):
     with pytest.raises(init_from.InitFromError, match=r"neither a converted checkpoint.*workdir"):
         init_from.load_variables(tmp_path)
