@@ -33,6 +33,7 @@ from jaxcv.models.backbones import (
     ResNet50,
     ResNetBackbone,
     ResNetStage,
+    SmallClassifier,
     VGGBackbone,
 )
 from jaxcv.models.deconvnet import DeconvNet
@@ -56,6 +57,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet18": ResNet18,
     "resnet34": ResNet34,
     "resnet50": ResNet50,
+    "small_classifier": SmallClassifier,
     "autoencoder": Autoencoder,
     "encoder_classifier": EncoderClassifier,
     "vae": VAE,

@@ -12,6 +12,7 @@ from jaxcv.models.backbones.resnet import (
     ResNetBackbone,
     ResNetStage,
 )
+from jaxcv.models.backbones.small import SmallBackbone, SmallClassifier
 from jaxcv.models.backbones.vgg import (
     VGG,
     VGG11,
@@ -42,5 +43,7 @@ __all__ = [
     "ResNet50",
     "ResNetBackbone",
     "ResNetStage",
+    "SmallBackbone",
+    "SmallClassifier",
     "VGGBackbone",
 ]

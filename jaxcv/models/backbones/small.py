@@ -8,6 +8,10 @@ times, so the last map ``c4`` has stride 16 (the stride of VGG-16's ``conv5`` an
 
 Normalisation: ``"group"`` (GroupNorm, the default: independent of the batch, which is small
 in detection), ``"batch"`` (BatchNorm with statistics in ``batch_stats``) or ``"none"``.
+
+:class:`SmallClassifier` is the trunk's ImageNet stage: the trunk under ``backbone``, global
+average pooling of ``c4`` and one classifier layer ``fc``. A classification run of it is a
+``model.init_from`` for the detectors built on the same trunk (:mod:`jaxcv.train.trunk`).
 """
 
 from collections.abc import Sequence
@@ -91,3 +95,55 @@ class SmallBackbone(nn.Module):
         if self.norm == "batch":
             return batch_norm(train, axis_name=self.bn_axis_name, name=name, **kw)(x)
         return x
+
+
+class SmallClassifier(nn.Module):
+    """:class:`SmallBackbone`, global average pooling of ``c4``, dropout and a linear ``fc``.
+
+    ``apply(variables, images (B, H, W, C), train=bool, rngs={'dropout': key} when train and
+    dropout_rate > 0, mutable=['batch_stats'] when train with norm="batch")`` returns float32
+    logits ``(B, num_classes)``.
+
+    Attributes:
+      num_classes: output classes.
+      widths, depth, norm, groups: the trunk's (:class:`SmallBackbone`); detectors name them
+        ``backbone_widths``, ``backbone_depth``, ``backbone_norm``.
+      dropout_rate: dropout before ``fc``.
+      bn_axis_name: axis to synchronise BatchNorm statistics over under pmap, or None.
+      dtype: compute dtype; param_dtype: parameter dtype.
+    """
+
+    num_classes: int = 10
+    widths: Sequence[int] = (32, 64, 128, 256)
+    depth: int = 2
+    norm: str = "group"
+    groups: int = 16
+    dropout_rate: float = 0.0
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int; got {self.num_classes!r}")
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        self.backbone = SmallBackbone(
+            widths=tuple(self.widths),
+            depth=self.depth,
+            norm=self.norm,
+            groups=self.groups,
+            bn_axis_name=self.bn_axis_name,
+            **kw,
+        )
+        self.dropout = nn.Dropout(self.dropout_rate)
+        self.fc = nn.Dense(self.num_classes, **kw)
+
+    def features(self, images: jnp.ndarray, train: bool = False) -> dict[str, jnp.ndarray]:
+        """The trunk's ``c1`` .. ``c4`` (see :meth:`SmallBackbone.__call__`)."""
+        return self.backbone(images, train)
+
+    def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Classify ``(B, H, W, C)`` images (``H, W >= 16``); returns ``(B, num_classes)``."""
+        x = jnp.mean(self.backbone(images, train)["c4"], axis=(1, 2))
+        x = self.dropout(x, deterministic=not train)
+        return self.fc(x).astype(jnp.float32)
