@@ -32,6 +32,7 @@ from jaxcv.tasks.inputs import batch_images
 from jaxcv.tasks.proposal_layer import generate_proposals
 from jaxcv.tasks.rcnn_targets import (
     batch_ground_truth,
+    inside_image,
     roi_loss,
     rpn_loss,
     sample_rois,
@@ -52,7 +53,9 @@ class FasterRCNNSettings:
     most ``roi_positive_fraction`` foreground (IoU >= ``roi_fg_iou``; background below
     ``roi_bg_iou``). Losses: smooth-L1 betas and the weight of each term. Inference:
     ``box_score_threshold``, ``box_nms_threshold``, ``detections_per_image``, ``box_min_size``.
-    Ground truth narrower than ``min_gt_size`` pixels is dropped.
+    Ground truth narrower than ``min_gt_size`` pixels is dropped. ``rpn_allowed_border``:
+    None trains the RPN on every anchor (torchvision); a number ignores, in training, the anchors
+    that cross the image boundary by more than that many pixels (the paper: 0).
     """
 
     rpn_batch_size_per_image: int = 256
@@ -80,6 +83,7 @@ class FasterRCNNSettings:
     detections_per_image: int = 100
     box_min_size: float = 1e-2
     min_gt_size: float = 1.0
+    rpn_allowed_border: float | None = None
 
 
 class FasterRCNNTask:
@@ -187,6 +191,9 @@ class FasterRCNNTask:
             high_threshold=s.rpn_fg_iou,
             low_threshold=s.rpn_bg_iou,
             beta=s.rpn_box_beta,
+            usable=None
+            if s.rpn_allowed_border is None
+            else inside_image(anchors, image_size, s.rpn_allowed_border),
         )
         proposals, _, proposal_valid = generate_proposals(
             objectness,

@@ -8,7 +8,8 @@
   ``allow_low_quality_matches``), 256 sampled anchors per image with up to half positives,
   binary cross-entropy on the sampled anchors and smooth-L1 (beta 1/9) on the positive ones,
   both normalised by the number of sampled anchors in the batch (torchvision's
-  ``RegionProposalNetwork.compute_loss``).
+  ``RegionProposalNetwork.compute_loss``). With ``usable`` (:func:`inside_image`) the anchors
+  that cross the image boundary take no part, as in the paper's training.
 * :func:`sample_rois` + :func:`roi_loss`: the RoI head's sampling (proposals plus the ground
   truth boxes; IoU >= 0.5 foreground with the object's class, [0, 0.5) background; e.g. 512 per
   image with up to 25% foreground) and torchvision's ``fastrcnn_loss``: softmax cross-entropy
@@ -109,6 +110,7 @@ def label_anchors(
     gt_valid: Array,
     high_threshold: float = 0.7,
     low_threshold: float = 0.3,
+    usable: Array | None = None,
 ) -> tuple[Array, Array]:
     """RPN anchor labels and regression targets for one image.
 
@@ -118,6 +120,9 @@ def label_anchors(
       gt_valid: ``(M,)`` bool.
       high_threshold: IoU for positives (0.7).
       low_threshold: IoU below which anchors are negative (0.3).
+      usable: ``(N,)`` bool, the anchors that may take part (None: all). The others are
+        ignored and never matched, not even as an object's best anchor (the paper's
+        cross-boundary anchors, :func:`inside_image`).
 
     Returns:
       ``labels``: ``(N,)`` int32 :class:`jaxcv.ops.matching.MatchLabel` values (1 positive,
@@ -126,11 +131,23 @@ def label_anchors(
       0 for non-positive anchors.
     """
     iou = box_iou(anchors, gt_boxes)
+    if usable is not None:
+        iou = jnp.where(usable[:, None], iou, -1.0)
     matched, labels = match_boxes(iou, gt_valid, high_threshold, low_threshold, True)
+    if usable is not None:
+        labels = jnp.where(usable, labels, MatchLabel.IGNORE)
     positive = labels == MatchLabel.POSITIVE
     target_boxes = jnp.where(positive[:, None], gt_boxes[matched], anchors)
     targets = encode_boxes(target_boxes, anchors)
     return labels, jnp.where(positive[:, None], targets, 0.0)
+
+
+def inside_image(anchors: Array, image_size: tuple[int, int], border: float = 0.0) -> Array:
+    """``(N,)`` bool: the ``xyxy`` anchors that lie within the ``(H, W)`` image, up to
+    ``border`` pixels outside it (py-faster-rcnn's ``allowed_border``)."""
+    h, w = image_size
+    x1, y1, x2, y2 = (anchors[:, i] for i in range(4))
+    return (x1 >= -border) & (y1 >= -border) & (x2 <= w + border) & (y2 <= h + border)
 
 
 def rpn_loss(
@@ -146,6 +163,7 @@ def rpn_loss(
     high_threshold: float = 0.7,
     low_threshold: float = 0.3,
     beta: float = 1.0 / 9.0,
+    usable: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """The RPN loss of a batch (torchvision's ``compute_loss``).
 
@@ -158,6 +176,7 @@ def rpn_loss(
       positive_fraction: maximal fraction of positives among them (0.5).
       high_threshold, low_threshold: IoU thresholds of :func:`label_anchors`.
       beta: smooth-L1 transition (1/9).
+      usable: ``(N,)`` bool anchors that take part (see :func:`label_anchors`), or None.
 
     Returns:
       ``cls_loss``: BCE averaged over all sampled anchors of the batch; ``box_loss``:
@@ -172,7 +191,9 @@ def rpn_loss(
     keys = jax.random.split(key, objectness.shape[0])
 
     def sample(k, boxes, valid):
-        labels, targets = label_anchors(anchors, boxes, valid, high_threshold, low_threshold)
+        labels, targets = label_anchors(
+            anchors, boxes, valid, high_threshold, low_threshold, usable
+        )
         idx, ok = sample_balanced(k, labels, batch_size_per_image, positive_fraction)
         return labels[idx], targets[idx], idx, ok
 

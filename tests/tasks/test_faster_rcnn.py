@@ -76,6 +76,30 @@ def test_label_anchors_match_torchvision_matcher(num_gt):
     np.testing.assert_array_equal(targets[~pos], 0.0)
 
 
+def test_cross_boundary_anchors_are_ignored_and_never_an_objects_best_match():
+    from jaxcv.tasks.rcnn_targets import inside_image
+
+    anchors = anchors_64()
+    inside = np.asarray(inside_image(jnp.asarray(anchors), (64, 64)))
+    x1, y1, x2, y2 = anchors.T
+    np.testing.assert_array_equal(inside, (x1 >= 0) & (y1 >= 0) & (x2 <= 64) & (y2 <= 64))
+    assert 0 < inside.sum() < len(anchors)
+    loose = np.asarray(inside_image(jnp.asarray(anchors), (64, 64), border=8.0))
+    assert loose.sum() > inside.sum() and np.all(loose[inside])
+    # An object at the corner, whose best anchor crosses the boundary.
+    gt = np.array([[0.0, 3.0, 20.0, 13.0]], np.float32)
+    valid = np.ones(1, bool)
+    iou = np.asarray(box_iou(jnp.asarray(anchors), jnp.asarray(gt)))[:, 0]
+    assert not inside[np.argmax(iou)]
+    labels, _ = jax.jit(label_anchors)(anchors, gt, valid, usable=jnp.asarray(inside))
+    labels = np.asarray(labels)
+    np.testing.assert_array_equal(labels[~inside], MatchLabel.IGNORE)
+    best_inside = np.argmax(np.where(inside, iou, -1.0))
+    assert labels[best_inside] == MatchLabel.POSITIVE
+    everything, _ = jax.jit(label_anchors)(anchors, gt, valid)
+    assert np.asarray(everything)[np.argmax(iou)] == MatchLabel.POSITIVE
+
+
 def test_rpn_loss_matches_reference_when_all_anchors_are_sampled():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
