@@ -48,5 +48,6 @@ def get_config() -> ml_collections.ConfigDict:
         dropout_rate=0.0,
     )
     config.detection = bases.proposal_detection()
+    config.detection.roi_bg_iou_low = 0.1  # background RoIs from IoU [0.1, 0.5), as the paper
     config.train.update(num_steps=700, eval_every=700, checkpoint_every=100)
     return config

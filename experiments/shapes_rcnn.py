@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
         dropout_rate=0.0,
         box_features="pool5",
     )
-    config.detection.update(roi_batch_size_per_image=32, test_chunk_size=50)
+    config.detection.update(roi_batch_size_per_image=32, test_chunk_size=50, roi_bg_iou_low=0.0)
     config.train.update(
         num_steps=300, eval_every=300, checkpoint_every=100, best_metric="validation[:200]/mAP50"
     )

@@ -14,7 +14,7 @@ Settings as in the paper:
 * VGG-16 ``conv5_3`` (stride 16), RoI max pooling to 7x7 in place of ``pool5``, fc6/fc7 of
   4,096 units with dropout 0.5, sibling softmax (21 classes) and class-specific box regression;
 * minibatches of 2 images with 128 RoIs (64 per image), 25% foreground (IoU >= 0.5);
-  background below 0.5 (the paper's lower bound of 0.1 is not used, as in torchvision);
+  background RoIs from IoU [0.1, 0.5) (the paper's hard-example heuristic);
   horizontal flips; multi-task loss with lambda = 1 and smooth-L1;
 * input: the paper rescales the shorter side to 600 pixels; shapes are static under jit
   here, so every image is resized to 600x800 and detections are mapped back to the original
@@ -54,4 +54,5 @@ def get_config() -> ml_collections.ConfigDict:
         "fast_rcnn", {"backbone": "vgg16"}, roi_size=7, representation_size=4096, dropout_rate=0.5
     )
     config.detection = bases.proposal_detection()
+    config.detection.roi_bg_iou_low = 0.1  # background RoIs from IoU [0.1, 0.5), as the paper
     return config

@@ -55,5 +55,5 @@ def get_config() -> ml_collections.ConfigDict:
         dropout_rate=0.5,
         box_features="pool5",
     )
-    config.detection.update(roi_batch_size_per_image=32, test_chunk_size=64)
+    config.detection.update(roi_batch_size_per_image=32, test_chunk_size=64, roi_bg_iou_low=0.0)
     return config

@@ -49,7 +49,8 @@ class ProposalDetectionSettings:
 
     RoI sampling: ``roi_batch_size_per_image`` RoIs per image (Fast R-CNN: 128 per minibatch of
     2 images = 64), at most ``roi_positive_fraction`` foreground (IoU >= ``roi_fg_iou``),
-    background below ``roi_bg_iou``; ``add_gt_boxes`` adds the ground truth to the candidates.
+    background in ``[roi_bg_iou_low, roi_bg_iou)`` (Fast R-CNN: ``[0.1, 0.5)``, R-CNN and
+    torchvision: ``[0, 0.5)``); ``add_gt_boxes`` adds the ground truth to the candidates.
     Loss: ``cls_weight`` x cross-entropy + ``box_weight`` x smooth-L1 (transition
     ``box_beta``). Inference: ``box_score_threshold``, ``box_nms_threshold``,
     ``detections_per_image``, ``box_min_size``; ``test_chunk_size`` proposals per model call
@@ -60,6 +61,7 @@ class ProposalDetectionSettings:
     roi_positive_fraction: float = 0.25
     roi_fg_iou: float = 0.5
     roi_bg_iou: float = 0.5
+    roi_bg_iou_low: float = 0.0
     add_gt_boxes: bool = True
     box_beta: float = 1.0
     cls_weight: float = 1.0
@@ -158,6 +160,7 @@ class ProposalDetectionTask:
             positive_fraction=s.roi_positive_fraction,
             fg_threshold=s.roi_fg_iou,
             bg_threshold=s.roi_bg_iou,
+            bg_low=s.roi_bg_iou_low,
             add_gt_boxes=s.add_gt_boxes,
         )
         variables = {"params": params, **(model_state or {})}

@@ -221,6 +221,7 @@ def sample_rois(
     positive_fraction: float = 0.25,
     fg_threshold: float = 0.5,
     bg_threshold: float = 0.5,
+    bg_low: float = 0.0,
     add_gt_boxes: bool = True,
     weights: Sequence[float] = ROI_BOX_WEIGHTS,
 ) -> dict[str, Array]:
@@ -232,7 +233,11 @@ def sample_rois(
       gt_boxes: ``(B, M, 4)``; gt_classes: ``(B, M)`` in ``1..K``; gt_valid: ``(B, M)``.
       batch_size_per_image: ``S``, sampled RoIs per image.
       positive_fraction: maximal fraction of foreground RoIs.
-      fg_threshold: IoU for foreground (0.5); bg_threshold: background is ``[0, bg)`` (0.5).
+      fg_threshold: IoU for foreground (0.5); bg_threshold: background is
+        ``[bg_low, bg_threshold)`` (0.5).
+      bg_low: the background's lower bound (0: torchvision; Fast R-CNN's 0.1 leaves out the
+        candidates that touch no object, its heuristic hard-example mining). An image without
+        objects keeps all its candidates as background.
       add_gt_boxes: append the valid ground-truth boxes to the candidates (torchvision).
       weights: box-coder weights of the regression targets.
 
@@ -253,6 +258,10 @@ def sample_rois(
     def one_image(k, cands, cvalid, boxes, classes, valid):
         iou = box_iou(cands, boxes)
         matched, match = match_boxes(iou, valid, fg_threshold, bg_threshold, False)
+        if bg_low > 0:
+            best = jnp.max(jnp.where(valid[None, :], iou, 0.0), axis=1)
+            too_far = (match == MatchLabel.NEGATIVE) & (best < bg_low) & jnp.any(valid)
+            match = jnp.where(too_far, MatchLabel.IGNORE, match)
         match = jnp.where(cvalid, match, MatchLabel.IGNORE)
         idx, ok = sample_balanced(k, match, batch_size_per_image, positive_fraction)
         rois = cands[idx]

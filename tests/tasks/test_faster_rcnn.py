@@ -270,6 +270,29 @@ def test_sample_rois_labels_and_counts():
         assert any(np.allclose(roi, c) for c in np.concatenate([proposals[0][:25], gt[0]]))
 
 
+def test_fast_rcnn_background_lower_bound_leaves_out_far_candidates():
+    gt = np.array([[[10.0, 10.0, 30.0, 30.0]]], np.float32)
+    # IoU with the object: 1 (foreground), ~0.31 and ~0.14 (background), 0 (too far at 0.1).
+    proposals = np.array(
+        [[[10, 10, 30, 30], [10, 10, 30, 19], [15, 15, 21, 22], [40, 40, 60, 60]]], np.float32
+    )
+    iou = np.asarray(box_iou(proposals[0], gt[0]))[:, 0]
+    assert iou[0] == 1 and 0.1 < iou[2] < iou[1] < 0.5 and iou[3] == 0
+
+    def sampled(bg_low, valid=True):
+        out = sample_rois(
+            jax.random.PRNGKey(0), proposals, np.ones((1, 4), bool), gt, np.array([[1]]),
+            np.array([[valid]]), batch_size_per_image=8, positive_fraction=0.5,
+            add_gt_boxes=False, bg_low=bg_low,
+        )  # fmt: skip
+        rois = np.asarray(out["rois"])[0][np.asarray(out["valid"])[0]]
+        return {int(np.argmax([np.allclose(r, p) for p in proposals[0]])) for r in rois}
+
+    assert sampled(0.0) == {0, 1, 2, 3}
+    assert sampled(0.1) == {0, 1, 2}
+    assert sampled(0.1, valid=False) == {0, 1, 2, 3}  # no object: every candidate is background
+
+
 def test_roi_loss_matches_torchvision_fastrcnn_loss():
     torch = pytest.importorskip("torch")
     from torchvision.models.detection.roi_heads import fastrcnn_loss
