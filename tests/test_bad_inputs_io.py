@@ -263,6 +263,7 @@ def test_cli_train_on_damaged_records_stops_with_one_line(tmp_path, builtin_data
     assert code == cli.EXIT_USAGE, err
     first = err.splitlines()[0]
     assert re.match(
-        r"jaxcv: error: cannot decode a record of dataset 'digits', split 'train': Invalid PNG",
+        r"jaxcv: error: cannot decode a record of dataset 'digits', split 'train\[:1150\]': "
+        r"Invalid PNG",
         first,
     ), err
