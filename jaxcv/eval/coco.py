@@ -19,9 +19,12 @@ when fed the JSON written by :mod:`jaxcv.eval.formats`:
 
 * ground truth: the ``area`` entry if given, else the mask pixel count if ``masks`` are given
   (COCO annotations store the segment area), else the box area ``(x2 - x1) * (y2 - y1)``;
-* detections: the box area for ``iou_type="bbox"`` (as ``loadRes`` computes ``w * h``), the
-  mask pixel count for ``"segm"`` (as ``loadRes`` does for results without a ``bbox``, the
-  way detectron2 submits mask results).
+* detections: the box area for ``iou_type="bbox"`` (as ``loadRes`` computes ``w * h``); for
+  ``"segm"`` it depends on the results' form, ``detection_area``: ``"mask"`` (the default) is
+  the mask pixel count, as ``loadRes`` computes for results without a ``bbox`` (torchvision's
+  ``prepare_for_coco_segmentation``); ``"box"`` is the box area, as ``loadRes`` computes for
+  results that carry a ``bbox`` beside the ``segmentation`` (detectron2's
+  ``instances_to_coco_json``): their ``APs``/``APm``/``APl`` and ``AR`` by size differ.
 
 Boxes are ``xyxy`` pixels, converted to float64 ``xywh`` (``w = x2 - x1``) and intersected with
 the same floating-point operations as pycocotools' ``bbIou``. Mask IoU is computed from bit-packed
@@ -100,6 +103,7 @@ def evaluate(
     iou_type: str = "bbox",
     max_dets: Sequence[int] = MAX_DETS,
     area_ranges: Mapping[str, tuple[float, float]] = AREA_RANGES,
+    detection_area: str = "mask",
 ) -> dict[str, float]:
     """COCO AP/AR of ``detections`` against ``ground_truth``, equal to pycocotools.
 
@@ -114,6 +118,9 @@ def evaluate(
       max_dets: detections kept per image and class (sorted, like ``Params.maxDets``).
       area_ranges: ordered name -> ``(lo, hi)`` (inclusive) area ranges; must contain
         ``"all"``.
+      detection_area: for ``"segm"``, the detections' area of the size ranges: ``"mask"``
+        (results without ``bbox``) or ``"box"`` (results with one; ``boxes`` required); see
+        the module docstring.
 
     Returns:
       ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -121,7 +128,9 @@ def evaluate(
       undefined). AP and area metrics use the largest ``max_dets``; ``AR{m}`` exists for each
       ``m``; ranges not named small/medium/large are reported as ``AP_name``/``AR_name``.
     """
-    return evaluate_detailed(ground_truth, detections, iou_type, max_dets, area_ranges).stats
+    return evaluate_detailed(
+        ground_truth, detections, iou_type, max_dets, area_ranges, detection_area
+    ).stats
 
 
 def evaluate_detailed(
@@ -130,10 +139,18 @@ def evaluate_detailed(
     iou_type: str = "bbox",
     max_dets: Sequence[int] = MAX_DETS,
     area_ranges: Mapping[str, tuple[float, float]] = AREA_RANGES,
+    detection_area: str = "mask",
 ) -> CocoResult:
     """Like :func:`evaluate`, returning the precision/recall arrays too (:class:`CocoResult`)."""
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    if detection_area not in ("mask", "box"):
+        raise ValueError(f"detection_area must be 'mask' or 'box', got {detection_area!r}")
+    by_box = iou_type == "bbox" or detection_area == "box"
+    if by_box and any("boxes" not in d for d in detections):
+        raise ValueError(
+            f"detection_area={detection_area!r} needs every detection dict's 'boxes' (D, 4)"
+        )
     if len(ground_truth) != len(detections):
         raise ValueError(
             f"ground_truth has {len(ground_truth)} images but detections has {len(detections)}"
@@ -148,7 +165,7 @@ def evaluate_detailed(
     dts = [check_detections(d, i, need_masks=segm) for i, d in enumerate(detections)]
     ranges = np.asarray([area_ranges[n] for n in area_ranges], np.float64).reshape(-1, 2)
     thr = IOU_THRESHOLDS
-    flat = _evaluate_images(gts, dts, segm, max_dets[-1], ranges, thr)
+    flat = _evaluate_images(gts, dts, segm, not by_box, max_dets[-1], ranges, thr)
     precision, recall, class_ids = _accumulate(flat, max_dets, thr, RECALL_THRESHOLDS)
     names = tuple(area_ranges)
     stats = _summarize(precision, recall, thr, names, max_dets)
@@ -261,6 +278,7 @@ def _evaluate_images(
     gts: list[GroundTruth],
     dts: list[Detections],
     segm: bool,
+    mask_areas: bool,
     max_det: int,
     ranges: np.ndarray,
     thr: np.ndarray,
@@ -279,7 +297,7 @@ def _evaluate_images(
         order, rank = order[rank < max_det], rank[rank < max_det]
         cls_d = d.classes[order]
         grank = _rank_within(g.classes)
-        area_d = d.mask_area[order] if segm else d.box_area[order]
+        area_d = d.mask_area[order] if mask_areas else d.box_area[order]
         det_parts.append((np.full(len(order), i), cls_d, rank, d.scores[order], area_d))
         gt_parts.append((np.full(len(g.classes), i), g.classes, grank, g.area, g.iscrowd))
         if len(order) and len(g.classes):

@@ -217,12 +217,19 @@ def to_coco_results(
     detections: Sequence[Mapping[str, np.ndarray]],
     image_ids: Sequence[int] | None = None,
     iou_type: str = "bbox",
+    *,
+    detection_area: str = "mask",
 ) -> list[dict]:
     """jaxcv detections -> a COCO results list (``json.dump``-able).
 
     ``"bbox"`` writes ``bbox = [x, y, w, h]``; ``"segm"`` writes ``segmentation`` (compressed
-    RLE of ``masks (D, H, W)``) and no ``bbox``, so pycocotools takes the mask area.
+    RLE of ``masks (D, H, W)``) and, with ``detection_area="box"``, the ``bbox`` too
+    (detectron2's form; pycocotools then sizes detections by the box, as
+    ``jaxcv.eval.coco.evaluate(..., detection_area="box")`` does), else no ``bbox``
+    (torchvision's form; the mask area).
     """
+    if detection_area not in ("mask", "box"):
+        raise ValueError(f"detection_area must be 'mask' or 'box', got {detection_area!r}")
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     ids = list(range(1, len(detections) + 1)) if image_ids is None else list(image_ids)
@@ -236,9 +243,9 @@ def to_coco_results(
                 "category_id": int(d["classes"][j]),
                 "score": float(d["scores"][j]),
             }
-            if iou_type == "bbox":
+            if iou_type == "bbox" or detection_area == "box":
                 r["bbox"] = _xywh(d["boxes"][j])
-            else:
+            if iou_type == "segm":
                 r["segmentation"] = rle.encode(np.asarray(d["masks"][j], bool))
             out.append(r)
     return out

@@ -106,7 +106,7 @@ def _xywh(b) -> list[float]:
     return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
 
 
-def pycocotools_eval(gts, dts, iou_type: str = "bbox"):
+def pycocotools_eval(gts, dts, iou_type: str = "bbox", with_bbox: bool = False):
     """A ``COCOeval`` run (evaluate, accumulate, summarize) on our list-of-dicts inputs.
 
     Ground truth and results are built in memory as pycocotools' own dicts; categories are the
@@ -144,11 +144,11 @@ def pycocotools_eval(gts, dts, iou_type: str = "bbox"):
                 "category_id": int(d["classes"][j]),
                 "score": float(d["scores"][j]),
             }
-            if segm:  # no 'bbox': loadRes then takes the mask area, as jaxcv documents
+            if segm:  # without 'bbox' loadRes takes the mask area, with one the box area
                 res["segmentation"] = mask_utils.encode(
                     np.asfortranarray(d["masks"][j].astype(np.uint8))
                 )
-            else:
+            if not segm or with_bbox:
                 res["bbox"] = _xywh(d["boxes"][j])
             results.append(res)
             cats.add(int(d["classes"][j]))

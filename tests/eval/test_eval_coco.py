@@ -12,15 +12,16 @@ pytest.importorskip("pycocotools")
 pytestmark = pytest.mark.parity
 
 
-def _ours(gts, dts, iou_type="bbox"):
-    res = coco.evaluate_detailed(gts, dts, iou_type)
+def _ours(gts, dts, iou_type="bbox", detection_area="mask"):
+    res = coco.evaluate_detailed(gts, dts, iou_type, detection_area=detection_area)
     return res, np.array([res.stats[k] for k in STAT_KEYS])
 
 
-def _assert_same(gts, dts, iou_type="bbox"):
-    """Stats, precision (T,R,K,A,M) and recall arrays equal pycocotools'; returns max diff."""
-    ref = pycocotools_eval(gts, dts, iou_type)
-    res, ours = _ours(gts, dts, iou_type)
+def _assert_same(gts, dts, iou_type="bbox", detection_area="mask"):
+    """Stats, precision (T,R,K,A,M) and recall arrays equal pycocotools'; returns max diff.
+    ``detection_area="box"``: segm results submitted with a ``bbox`` beside the mask."""
+    ref = pycocotools_eval(gts, dts, iou_type, with_bbox=detection_area == "box")
+    res, ours = _ours(gts, dts, iou_type, detection_area)
     np.testing.assert_allclose(ours, ref.stats, rtol=0, atol=TOL)
     np.testing.assert_allclose(res.precision, ref.eval["precision"], rtol=0, atol=TOL)
     np.testing.assert_allclose(res.recall, ref.eval["recall"], rtol=0, atol=TOL)
@@ -89,6 +90,27 @@ def test_segm_random_matches_pycocotools(seed):
         rng, num_images=12, num_classes=4, max_gt=8, max_det=25, masks_hw=(40, 48)
     )
     _assert_same(gts, dts, "segm")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_segm_results_with_a_bbox_take_the_box_area_as_pycocotools(seed):
+    """detectron2 submits masks with their box: pycocotools then sizes detections by the box,
+    so APs/APm/APl move, and each form matches pycocotools on its own."""
+    rng = np.random.default_rng(300 + seed)
+    gts, dts = random_dataset(
+        rng, num_images=12, num_classes=3, max_gt=8, max_det=25, masks_hw=(64, 80)
+    )
+    for d in dts:  # boxes larger than the masks, so that the two areas disagree
+        d["boxes"] = np.asarray(d["boxes"], np.float64) + np.array([-6.0, -6.0, 6.0, 6.0])
+    _assert_same(gts, dts, "segm", detection_area="box")
+    _assert_same(gts, dts, "segm", detection_area="mask")
+    by_box = coco.evaluate(gts, dts, "segm", detection_area="box")
+    by_mask = coco.evaluate(gts, dts, "segm")
+    assert by_box["AP"] == by_mask["AP"]  # the "all" range does not look at areas
+    assert any(by_box[k] != by_mask[k] for k in ("APs", "APm", "APl", "ARs", "ARm", "ARl"))
+    with pytest.raises(ValueError, match="detection_area='box' needs every detection"):
+        coco.evaluate(gts, [{k: v for k, v in d.items() if k != "boxes"} for d in dts], "segm",
+                      detection_area="box")  # fmt: skip
 
 
 def test_bbox_with_given_areas_and_masks_present_matches():

@@ -83,6 +83,12 @@ def test_coco_round_trip(tmp_path):
     for d, b in zip(dts, masks, strict=True):
         np.testing.assert_array_equal(b["masks"], d["masks"])
     assert coco.evaluate(gts, dts, "segm") == coco.evaluate(back.ground_truth, masks, "segm")
+    with_box = formats.to_coco_results(dts, ids, iou_type="segm", detection_area="box")
+    assert all("bbox" in r and "segmentation" in r for r in with_box)
+    both = formats.load_coco_results(with_box, ids, image_sizes=back.image_sizes, with_masks=True)
+    for d, b in zip(dts, both, strict=True):
+        np.testing.assert_allclose(b["boxes"], d["boxes"], atol=1e-4)
+        np.testing.assert_array_equal(b["masks"], d["masks"])
 
 
 @pytest.mark.parity
