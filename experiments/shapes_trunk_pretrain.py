@@ -8,7 +8,9 @@ Expected:  a trunk for R-CNN, Fast R-CNN and Faster R-CNN on shapes/multi, as Im
            with the same trunk (`model.backbone_widths=(32, 64, 96, 128)`, depth 2, GroupNorm:
            shapes_fast_rcnn and shapes_rcnn already have it) loads its 16 conv and norm layers
            (jaxcv.train.trunk) and drops `fc`. Classification accuracy is reported on test
-           (checkpoint chosen on validation); it is a means here, not the goal.
+           (checkpoint chosen on validation); it is a means here, not the goal. Measured:
+           test accuracy 0.997 (validation 0.997, step 1,500 selected), 698 s wall on 2 CPU
+           cores shared with a test suite.
 
 Model: `small_classifier` (jaxcv.models.backbones.small): the detectors' four stride-2 stages
 of two 3x3 convs (32, 64, 96, 128 channels, GroupNorm), global average pooling of the stride-16
