@@ -190,7 +190,8 @@ def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
         config.data.eval_split + "/"
     )
     assert config.data.get("test_split") != config.data.eval_split
-    _evaluate_first_images(config)
+    if config.data.name in BUILTIN:  # tfds mock data has 16 examples per split anyway
+        _evaluate_first_images(config)
     if config.get("proposals") is not None:  # proposal caches of the run stay in tmp_path
         config.proposals.cache_dir = str(tmp_path / "proposals")
     if config.data.name in BUILTIN:
