@@ -257,7 +257,13 @@ def segmentation(name: str) -> ConfigDict:
     with augmentation, the checkpoint chosen by validation mIoU, tested once."""
     config = experiment(name, "segmentation")
     config.data = data(
-        "shapes/multi", batch_size=16, eval_batch_size=50, augment=True, max_objects=16
+        "shapes/multi",
+        batch_size=16,
+        eval_batch_size=50,
+        augment=True,
+        max_objects=16,
+        eval_split="validation",
+        test_split="test",
     )
     config.segmentation = ConfigDict({"ignore_label": 255})
     config.optimizer = adamw(3e-3, warmup_steps=100)
@@ -266,9 +272,9 @@ def segmentation(name: str) -> ConfigDict:
         log_every=50,
         eval_every=1000,
         checkpoint_every=500,
-        best_metric="test/mIoU",
+        best_metric="validation/mIoU",
     )
-    return select_on(config)
+    return config
 
 
 def localizer(name: str) -> ConfigDict:
@@ -277,7 +283,14 @@ def localizer(name: str) -> ConfigDict:
     head of 256 units, smooth-L1 on R-CNN box deltas, AdamW, 1,500 steps of batch 64, the
     checkpoint chosen on validation, tested once."""
     config = experiment(name, "localization")
-    config.data = data("shapes/single", batch_size=64, eval_batch_size=200, image_size=(64, 64))
+    config.data = data(
+        "shapes/single",
+        batch_size=64,
+        eval_batch_size=200,
+        image_size=(64, 64),
+        eval_split="validation",
+        test_split="test",
+    )
     config.model = ConfigDict(
         {
             "name": "localizer",
@@ -307,10 +320,10 @@ def localizer(name: str) -> ConfigDict:
         log_every=50,
         eval_every=500,
         checkpoint_every=500,
-        best_metric="test/localization_accuracy",
+        best_metric="validation/localization_accuracy",
     )
     config.train.label_smoothing = 0.0
-    return select_on(config)
+    return config
 
 
 def small_trunk(widths: tuple[int, ...]) -> dict[str, object]:
@@ -334,7 +347,8 @@ def faster_rcnn(name: str) -> ConfigDict:
     """Base of the detectors with a region proposal network (Faster and Mask R-CNN): the
     :func:`small_trunk` of widths 16..128 on ``shapes/multi`` upscaled to 256x256, 9 anchors
     (32, 64, 128 px x ratios 0.5, 1, 2), RoI align 7x7, a 256-wide box head; AdamW 1e-3 with
-    gradient clipping, 3,000 steps of batch 8, the best checkpoint by test mAP@0.5."""
+    gradient clipping, 3,000 steps of batch 8, the checkpoint chosen by validation mAP@0.5,
+    tested once."""
     config = experiment(name, "faster_rcnn")
     config.data = data(
         "shapes/multi",
@@ -343,6 +357,8 @@ def faster_rcnn(name: str) -> ConfigDict:
         image_size=(256, 256),
         augment=True,
         max_objects=8,
+        eval_split="validation",
+        test_split="test",
     )
     config.model = detector_model(
         "faster_rcnn",
@@ -375,9 +391,9 @@ def faster_rcnn(name: str) -> ConfigDict:
         log_every=25,
         eval_every=1000,
         checkpoint_every=500,
-        best_metric="test/mAP50",
+        best_metric="validation/mAP50",
     )
-    return select_on(config)
+    return config
 
 
 def proposals(num: int) -> ConfigDict:

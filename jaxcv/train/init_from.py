@@ -37,9 +37,10 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxcv.errors import InitFromError
-from jaxcv.train.trunk import is_classifier, transfer_trunk
+from jaxcv.train.trunk import is_classifier, module_paths, transfer_trunk
 
 __all__ = ["InitFromError", "init_state_from", "load_variables", "merge_variables"]
 
@@ -48,24 +49,8 @@ RUN_FILE = "jaxcv_run.json"
 Path_ = tuple[str, ...]
 
 
-def _flat(tree: Mapping, prefix: Path_ = ()) -> dict[Path_, Any]:
-    out: dict[Path_, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, (*prefix, str(key))))
-        else:
-            out[(*prefix, str(key))] = value
-    return out
-
-
-def _nest(flat: Mapping[Path_, Any]) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
+def _flat(tree: Mapping) -> dict[Path_, Any]:
+    return flatten_dict(dict(tree))
 
 
 def _restore(directory: Path) -> Any:
@@ -235,11 +220,7 @@ def merge_variables(
         else jnp.asarray(flat_s[p], dtype=jnp.asarray(v).dtype)
         for p, v in flat_all.items()
     }
-    return _nest(merged), heads + ["/".join(p) for p in prefixes]
-
-
-def _module_set(variables: Mapping) -> set[Path_]:
-    return {path[1:-1] for path in _flat(variables)}
+    return unflatten_dict(merged), heads + ["/".join(p) for p in prefixes]
 
 
 def init_state_from(
@@ -264,7 +245,7 @@ def init_state_from(
     """
     source, description = load_variables(path)
     target = {"params": state.params, **state.model_state}
-    if is_classifier(source) and _module_set(source) != _module_set(target):
+    if is_classifier(source) and module_paths(source) != module_paths(target):
         merged, transfer = transfer_trunk(
             target, source, fresh=fresh, source_name=f"init_from ({description})"
         )

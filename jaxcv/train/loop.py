@@ -284,15 +284,21 @@ class StepLoop:
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Evaluate the current state on ``data.eval_split``; log and return the metrics."""
-        run, split = self.run, self.run.config.data.eval_split
-        self.evaluation = evaluate(
-            run.task, self.p_eval, run.parallel, self.state, run.eval_ds, split=split
+        prefixed = self._evaluate(
+            self.state, self.run.eval_ds, self.run.config.data.eval_split, step, f"step {step}"
         )
+        self.window.restart_clock()
+        return prefixed
+
+    def _evaluate(self, state, dataset, split: str, step: int, label: str) -> dict[str, float]:
+        """One pass of ``state`` over ``dataset``: ``{split/metric}``, logged at ``step`` and
+        printed after ``label``; ``self.evaluation`` keeps the pass (for the report)."""
+        run = self.run
+        self.evaluation = evaluate(run.task, self.p_eval, run.parallel, state, dataset, split=split)
         prefixed = {f"{split}/{k}": v for k, v in self.evaluation.metrics.items()}
         self.writer.write(step, prefixed)
-        summary = report_lib.summarize(prefixed, headline_keys(run.config))
-        self.progress.write(f"step {step}: {summary}")
-        self.window.restart_clock()
+        summary = report_lib.summarize(prefixed, headline_keys(run.config, split))
+        self.progress.write(f"{label}: {summary}")
         return prefixed
 
     def save(self, step: int, metrics: dict[str, float] | None, force: bool = False) -> None:
@@ -341,12 +347,13 @@ class StepLoop:
             host = run.checkpointer.restore(best, run.parallel.get_state(self.state))
             state = run.parallel.put_state(host)
         self.tested_step = self.step if best is None else best
-        test_ds = make_eval_pipeline(run.config, split)
-        self.evaluation = evaluate(run.task, self.p_eval, run.parallel, state, test_ds, split=split)
-        self.test_metrics = {f"{split}/{k}": v for k, v in self.evaluation.metrics.items()}
-        self.writer.write(self.step, self.test_metrics)
-        summary = report_lib.summarize(self.test_metrics, headline_keys(run.config, split))
-        self.progress.write(f"{split} (checkpoint of step {self.tested_step}): {summary}")
+        self.test_metrics = self._evaluate(
+            state,
+            make_eval_pipeline(run.config, split),
+            split,
+            self.step,
+            f"{split} (checkpoint of step {self.tested_step})",
+        )
 
     def _stop(self, step: int, signal_name: str, *, saved: bool) -> None:
         if not saved:

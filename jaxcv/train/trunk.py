@@ -39,7 +39,13 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxcv.errors import InitFromError
 
-__all__ = ["CLASSIFIER_LAYERS", "TrunkTransfer", "is_classifier", "transfer_trunk"]
+__all__ = [
+    "CLASSIFIER_LAYERS",
+    "TrunkTransfer",
+    "is_classifier",
+    "module_paths",
+    "transfer_trunk",
+]
 
 #: The classifier layer's name in jaxcv's classifiers: VGG's ``fc8``, ResNet's ``fc``, the
 #: small CNN's ``logits``. It is never transferred.
@@ -88,6 +94,11 @@ class TrunkTransfer:
 def _modules(flat: Mapping[Path_, Any]) -> set[Path_]:
     """Module paths (without collection and leaf name) of flat variables."""
     return {path[1:-1] for path in flat}
+
+
+def module_paths(variables: Mapping) -> set[Path_]:
+    """The module paths of a variables tree ``{"params": ..., "batch_stats": ...}``."""
+    return _modules(flatten_dict(dict(variables)))
 
 
 def is_classifier(variables: Mapping) -> bool:
