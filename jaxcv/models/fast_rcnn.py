@@ -15,7 +15,13 @@ as in the paper. Training targets, sampling and post-processing live in
 
 Backbones: those of Faster R-CNN (:data:`jaxcv.models.faster_rcnn.BACKBONES`): ``"small"``
 (CPU runs), ``"vgg16"`` / ``"vgg16_bn"`` (``conv5_3``), ``"resnet18/34/50"`` (C4), all at
-stride 16. Parameter tree: ``backbone/...``, ``fc6``, ``fc7``, ``cls_score``, ``bbox_pred``.
+stride 16. Parameter tree: ``backbone/...``, ``box_head/{fc6, fc7, cls_score, bbox_pred}``.
+
+Truncated SVD (the paper's sec. 3.1): with ``svd_ranks=(t6, t7)`` the head's ``fc6`` and
+``fc7`` are each two layers, ``box_head/fc6_svd/{factor, out}`` (``factor``: ``(in, t6)``, no
+bias; ``out``: ``(t6, out)`` with the bias), likewise ``fc7_svd``; the rest of the tree is
+unchanged. :func:`jaxcv.models.svd.truncate_fc_layers` turns a trained ordinary model's params
+into these.
 """
 
 from collections.abc import Sequence
@@ -26,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxcv.models.faster_rcnn import BACKBONES, STRIDE
 from jaxcv.models.layers import check_features_and_rois, check_images, torch_linear_kernel_init
+from jaxcv.models.svd import FC_LAYERS, TruncatedDense, check_svd_ranks, svd_name
 from jaxcv.ops.roi_pool import roi_pool
 
 Dtype = Any
@@ -38,28 +45,41 @@ class BoxHead(nn.Module):
       num_classes: ``K``; representation_size: width of ``fc6``/``fc7``;
       dropout_rate: dropout after ``fc6`` and ``fc7`` in training (the paper: 0.5 for VGG);
       box_from_input: regress boxes from the head's input (R-CNN's ``pool5`` regressor)
-        instead of ``fc7``; dtype, param_dtype: compute and parameter dtypes.
+        instead of ``fc7``; svd_ranks: ``(t6, t7)`` to make ``fc6``/``fc7`` rank-t
+        :class:`~jaxcv.models.svd.TruncatedDense` layers ``fc6_svd``/``fc7_svd`` (the
+        paper's truncated SVD, sec. 3.1), None for plain ``Dense``; dtype, param_dtype:
+        compute and parameter dtypes.
     """
 
     num_classes: int
     representation_size: int = 1024
     dropout_rate: float = 0.0
     box_from_input: bool = False
+    svd_ranks: tuple[int, int] | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """``x (..., F)`` -> ``logits (..., K + 1)`` and ``deltas (..., K + 1, 4)``, float32."""
+    def __call__(
+        self, x: jnp.ndarray, train: bool = False, return_fc7: bool = False
+    ) -> tuple[jnp.ndarray, ...]:
+        """``x (..., F)`` -> ``logits (..., K + 1)`` and ``deltas (..., K + 1, 4)``, float32.
+
+        With ``return_fc7`` a third output, ``fc7 (..., representation_size)`` float32: the
+        representation ``cls_score`` reads (after ReLU and dropout), e.g. the features of
+        R-CNN's per-class SVMs (:mod:`jaxcv.tasks.rcnn_svm`).
+        """
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         inputs = x.astype(self.dtype)
         x = inputs
-        for name in ("fc6", "fc7"):
-            x = nn.relu(
-                nn.Dense(
-                    self.representation_size, kernel_init=torch_linear_kernel_init, name=name, **kw
-                )(x)
-            )
+        ranks = check_svd_ranks(self.svd_ranks) or (None, None)
+        for name, rank in zip(FC_LAYERS, ranks, strict=True):
+            width, init = self.representation_size, torch_linear_kernel_init
+            if rank is None:
+                fc = nn.Dense(width, kernel_init=init, name=name, **kw)
+            else:
+                fc = TruncatedDense(width, rank, kernel_init=init, name=svd_name(name), **kw)
+            x = nn.relu(fc(x))
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         k1 = self.num_classes + 1
         logits = nn.Dense(k1, kernel_init=nn.initializers.normal(0.01), name="cls_score", **kw)(x)
@@ -67,6 +87,8 @@ class BoxHead(nn.Module):
             4 * k1, kernel_init=nn.initializers.normal(0.001), name="bbox_pred", **kw
         )(inputs if self.box_from_input else x)
         deltas = deltas.astype(jnp.float32).reshape(*deltas.shape[:-1], k1, 4)
+        if return_fc7:
+            return logits.astype(jnp.float32), deltas, x.astype(jnp.float32)
         return logits.astype(jnp.float32), deltas
 
 
@@ -80,6 +102,9 @@ class FastRCNN(nn.Module):
       roi_size: RoI pooling output size (7).
       representation_size: width of ``fc6`` and ``fc7`` (4096 in the paper's VGG-16).
       dropout_rate: dropout of the box head in training (0.5 in the paper).
+      svd_ranks: ``(t6, t7)``: ``fc6``/``fc7`` factorised to those ranks (the paper's
+        truncated SVD for test time, sec. 3.1; weights from
+        :func:`jaxcv.models.svd.truncate_fc_layers`), None for the ordinary head.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
 
@@ -91,6 +116,7 @@ class FastRCNN(nn.Module):
     roi_size: int = 7
     representation_size: int = 1024
     dropout_rate: float = 0.0
+    svd_ranks: tuple[int, int] | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -112,6 +138,7 @@ class FastRCNN(nn.Module):
             self.num_classes,
             self.representation_size,
             self.dropout_rate,
+            svd_ranks=check_svd_ranks(self.svd_ranks),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="box_head",
