@@ -8,8 +8,9 @@ experiments, its ``c4`` map; ``"vgg16"`` / ``"vgg16_bn"``: VGG-16's five conv st
 ``pool5``), then ``fc6`` and ``fc7`` (ReLU, dropout in training) and the sibling outputs:
 
 * ``cls_score``: ``K + 1`` softmax logits. The paper trained per-class linear SVMs on ``fc7``
-  features after fine-tuning; the softmax of the fine-tuned network is used here instead, as
-  later work (Fast R-CNN, sec. 5.4) showed it does as well.
+  features after fine-tuning (:mod:`jaxcv.tasks.rcnn_svm`); :mod:`jaxcv.tasks.rcnn` uses the
+  softmax of the fine-tuned network instead, as later work (Fast R-CNN, sec. 5.4) showed it
+  does as well.
 * ``bbox_pred``: class-specific box regression. The paper fitted it (ridge regression) on
   ``pool5`` features; here it is a linear layer on the same ``pool5`` features, trained jointly
   (``box_features="pool5"``, the default) or on ``fc7`` (``"fc7"``).
@@ -18,6 +19,9 @@ The crops of one image never share computation (that is what Fast R-CNN fixes), 
 ``R`` trunk passes per image. ``model.apply(variables, images, rois)`` returns
 ``{"class_logits": (B, R, K + 1), "box_deltas": (B, R, K + 1, 4)}``; the task
 (:mod:`jaxcv.tasks.rcnn`) samples the training RoIs and scores test proposals in chunks.
+``model.apply(variables, images, rois, method=RCNN.features)`` returns the ``pool5`` and
+``fc7`` features of the same RoIs, which the paper's SVMs and ridge regressors
+(:mod:`jaxcv.tasks.rcnn_svm`) are fitted on.
 """
 
 from collections.abc import Sequence
@@ -96,6 +100,45 @@ class RCNN(nn.Module):
         crops = crop_and_resize(images, boxes, self.warp_size)
         return jax.lax.stop_gradient(crops)
 
+    def pool5(self, images: jnp.ndarray, rois: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """The head's input: the flattened trunk output of every warped RoI.
+
+        Args:
+          images: ``(B, H, W, 3)`` normalised images.
+          rois: ``(B, R, 4)`` ``xyxy`` boxes in input pixels.
+          train: BatchNorm mode of the trunk.
+
+        Returns:
+          ``(B, R, F5)`` in the compute dtype, ``F5`` = the trunk map's ``h * w * C``.
+        """
+        check_images(images)
+        if rois.ndim != 3 or rois.shape[-1] != 4 or rois.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"rois must be (B, R, 4) with B = {images.shape[0]}; got shape {rois.shape}"
+            )
+        batch, num_rois = rois.shape[:2]
+        crops = self.warp(images, rois).reshape(batch * num_rois, *((self.warp_size,) * 2), -1)
+        features = self.trunk(crops.astype(self.dtype), train=train)[FEATURE_KEYS[self.backbone]]
+        return features.reshape(batch, num_rois, -1)
+
+    def features(self, images: jnp.ndarray, rois: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        """The features the paper's SVMs and ridge regressors read (inference mode, no dropout).
+
+        Used as ``model.apply(variables, images, rois, method=RCNN.features)``.
+
+        Args:
+          images: ``(B, H, W, 3)`` normalised images.
+          rois: ``(B, R, 4)`` ``xyxy`` boxes in input pixels.
+
+        Returns:
+          ``{"pool5": (B, R, F5), "fc7": (B, R, representation_size)}`` float32: the head's
+          flattened input and its ``fc7`` after ReLU, from the same parameters as
+          :meth:`__call__`.
+        """
+        pool5 = self.pool5(images, rois, train=False)
+        _, _, fc7 = self.head(pool5, train=False, return_fc7=True)
+        return {"pool5": pool5.astype(jnp.float32), "fc7": fc7}
+
     def __call__(
         self, images: jnp.ndarray, rois: jnp.ndarray, train: bool = False
     ) -> dict[str, jnp.ndarray]:
@@ -109,13 +152,5 @@ class RCNN(nn.Module):
         Returns:
           ``{"class_logits": (B, R, K + 1), "box_deltas": (B, R, K + 1, 4)}`` float32.
         """
-        check_images(images)
-        if rois.ndim != 3 or rois.shape[-1] != 4 or rois.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"rois must be (B, R, 4) with B = {images.shape[0]}; got shape {rois.shape}"
-            )
-        batch, num_rois = rois.shape[:2]
-        crops = self.warp(images, rois).reshape(batch * num_rois, *((self.warp_size,) * 2), -1)
-        features = self.trunk(crops.astype(self.dtype), train=train)[FEATURE_KEYS[self.backbone]]
-        logits, deltas = self.head(features.reshape(batch, num_rois, -1), train=train)
+        logits, deltas = self.head(self.pool5(images, rois, train), train=train)
         return {"class_logits": logits, "box_deltas": deltas}

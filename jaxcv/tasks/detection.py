@@ -2,7 +2,8 @@
 
 R-CNN, Fast R-CNN, Faster R-CNN and Mask R-CNN all end in a box head scoring ``P`` proposals
 per image; :func:`postprocess_detections` turns its outputs into ``D`` detections per image
-(torchvision's ``postprocess_detections``: softmax scores, class-specific decoding with weights
+(torchvision's ``postprocess_detections``: softmax scores (or given per-class scores:
+``class_scores``, R-CNN's SVMs), class-specific decoding with weights
 ``(10, 10, 5, 5)``, clipping, the background column removed, scores ``<= score_threshold`` and
 tiny boxes masked out, class-aware NMS, the top ``detections_per_image`` with a ``valid`` mask).
 :func:`detection_outputs` names them for ``predict_fn`` and scales them back to
@@ -41,12 +42,15 @@ def postprocess_detections(
     detections_per_image: int = 100,
     min_size: float = 1e-2,
     weights: Sequence[float] = ROI_BOX_WEIGHTS,
+    class_scores: bool = False,
 ) -> dict[str, Array]:
     """Final detections from the box head's outputs on the test proposals.
 
     Args:
-      class_logits: ``(B, P, K + 1)`` logits (column 0 = background).
-      box_deltas: ``(B, P, K + 1, 4)`` class-specific deltas.
+      class_logits: ``(B, P, K + 1)`` logits (column 0 = background); with ``class_scores``
+        ``(B, P, K)`` per-class scores taken as they are (no background column).
+      box_deltas: ``(B, P, K + 1, 4)`` class-specific deltas (``(B, P, K, 4)`` with
+        ``class_scores``).
       proposals: ``(B, P, 4)`` ``xyxy`` proposals; proposal_valid: ``(B, P)`` bool.
       image_size: static ``(H, W)`` of the network input (boxes are clipped to it).
       score_threshold: keep scores strictly above it (0.05).
@@ -54,6 +58,8 @@ def postprocess_detections(
       detections_per_image: ``D``, the static number of output slots.
       min_size: drop boxes with a side below this.
       weights: box-coder weights.
+      class_scores: the scores are not softmax logits but final per-class scores (R-CNN's
+        SVM scores, :mod:`jaxcv.tasks.rcnn_svm`): no softmax, no background column to drop.
 
     Returns:
       ``boxes (B, D, 4)`` float32 in input pixels, ``scores (B, D)``, ``classes (B, D)``
@@ -69,11 +75,12 @@ def postprocess_detections(
             f"proposals must be (B, P, 4) = {(*class_logits.shape[:2], 4)}; got {proposals.shape}"
         )
     size = tuple(int(s) for s in image_size)
-    num_fg = class_logits.shape[-1] - 1
+    first = 0 if class_scores else 1  # the first foreground column
+    num_fg = class_logits.shape[-1] - first
 
     def one_image(logits, deltas, props, pvalid):
-        scores = jax.nn.softmax(logits, axis=-1)[:, 1:]  # (P, K)
-        boxes = clip_boxes(decode_boxes(deltas[:, 1:], props[:, None, :], weights), size)
+        scores = logits if class_scores else jax.nn.softmax(logits, axis=-1)[:, 1:]  # (P, K)
+        boxes = clip_boxes(decode_boxes(deltas[:, first:], props[:, None, :], weights), size)
         classes = jnp.broadcast_to(jnp.arange(1, num_fg + 1, dtype=jnp.int32), scores.shape)
         boxes, scores, classes = boxes.reshape(-1, 4), scores.reshape(-1), classes.reshape(-1)
         keep = jnp.repeat(pvalid, num_fg) & (scores > score_threshold)

@@ -12,6 +12,8 @@ greedy per-class NMS (0.3, as the paper) through
 Departures from the paper: one softmax classifier (no per-class SVMs with hard-negative
 mining: Fast R-CNN, sec. 5.4, found the fine-tuned softmax as good) and the box regressor
 trained jointly with it (the paper fitted a ridge regressor on ``pool5`` after fine-tuning).
+The paper's SVMs and ridge regressors, fitted on this task's fine-tuned model, are
+:mod:`jaxcv.tasks.rcnn_svm`.
 """
 
 from __future__ import annotations
