@@ -57,6 +57,7 @@ STUDIES: dict[str, str] = {
     "vae": "jaxcv.studies.unsupervised:run_unsupervised_study",
     "overfeat": "jaxcv.studies.overfeat:run_overfeat",
     "transfer": "jaxcv.studies.transfer:run_transfer",
+    "rcnn_family": "jaxcv.studies.rcnn_family:run_rcnn_family",
 }
 
 #: A folder of experiment modules to use instead of the shipped ones.

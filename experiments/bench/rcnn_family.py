@@ -34,21 +34,13 @@ import time
 from pathlib import Path
 
 import jaxcv  # noqa: F401  (sets the CPU convolution flag before jax initialises)
+from jaxcv.studies.detector_timing import test_images, time_detector
 
 DETECTORS = (
     ("rcnn", "shapes_rcnn"),
     ("fast_rcnn", "shapes_fast_rcnn"),
     ("faster_rcnn", "shapes_faster_rcnn"),
 )
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _task_and_variables(config, run_dir: Path, sample: dict):
@@ -66,91 +58,6 @@ def _task_and_variables(config, run_dir: Path, sample: dict):
     info = jdata.get_info(config.data.name, data_dir=config.data.data_dir)
     task = build_task(config, make_model(config, info))
     return task, task.init_variables(jax.random.key(config.seed), sample), False
-
-
-def _test_examples(config, num_images: int):
-    """``num_images`` test examples in split order: the normalised pipeline batches of size 1
-    and the raw uint8 images (for selective search)."""
-    from jaxcv import data as jdata
-    from jaxcv.proposals.cache import raw_examples
-    from jaxcv.proposals.table import parse_split
-
-    base_split = parse_split(config.data.eval_split)[0]
-    split = f"{base_split}[:{num_images}]"
-    batches = list(
-        jdata.make_pipeline(
-            config.data.name,
-            split,
-            1,
-            train=False,
-            image_size=config.data.image_size,
-            data_dir=config.data.data_dir,
-            keys=("image",),
-        ).as_numpy_iterator()
-    )
-    raw = [
-        ex["image"]
-        for ex in raw_examples(
-            config.data.name,
-            base_split,
-            data_dir=config.data.data_dir,
-            num_images=num_images,
-        )
-    ]
-    return [{"image": b["image"]} for b in batches], raw
-
-
-def time_detector(config, run_dir: Path, num_images: int, searches: dict) -> dict:
-    """Per-image test time of one detector (see the module docstring).
-
-    ``searches`` maps a selective-search mode to ``(boxes, seconds)`` per image, filled on first
-    use: R-CNN and Fast R-CNN share the same proposals and the same measured search time, so
-    their rows differ only by the network.
-    """
-    import jax
-    import numpy as np
-
-    from jaxcv.proposals.selective_search import selective_search
-    from jaxcv.proposals.table import pad_proposals
-    from jaxcv.types import PROPOSAL_VALID, PROPOSALS
-
-    batches, raw = _test_examples(config, num_images)
-    section = config.get("proposals", None)
-    search_s = []
-    if section is not None:
-        mode, count = section.get("mode", "fast"), int(section.num_test)
-        height, width = batches[0]["image"].shape[1:3]
-        if mode not in searches:
-            searches[mode] = []
-            for image in raw:
-                t0 = time.perf_counter()
-                boxes = selective_search(image, mode)
-                searches[mode].append((boxes, time.perf_counter() - t0))
-        for batch, image, (boxes, seconds) in zip(batches, raw, searches[mode], strict=True):
-            search_s.append(seconds)
-            scale = np.array([width / image.shape[1], height / image.shape[0]] * 2, np.float32)
-            table = pad_proposals([boxes * scale], count)
-            batch[PROPOSALS], batch[PROPOSAL_VALID] = table.boxes, table.valid
-    task, variables, trained = _task_and_variables(config, run_dir, batches[0])
-    predict = jax.jit(task.predict_fn)
-    t0 = time.perf_counter()
-    compiled = predict.lower(variables, batches[0]).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(variables, batches[0]))  # warm-up
-    network_s = []
-    for batch in batches:
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(variables, batch))
-        network_s.append(time.perf_counter() - t0)
-    proposals_s = statistics.median(search_s) if search_s else 0.0
-    network = statistics.median(network_s)
-    return {
-        "s_per_image": proposals_s + network,
-        "proposals_s": proposals_s,
-        "network_s": network,
-        "predict_compile_s": compile_s,
-        "trained_weights": trained,
-    }
 
 
 def time_faster_rcnn_train_step(config, steps: int) -> tuple[float, float]:
@@ -226,7 +133,10 @@ def main(argv=None) -> dict:
         config = load_config(name)
         with config.unlocked():
             config.data.data_dir = args.data_dir
-        timing = time_detector(config, args.runs / name, args.num_images, searches)
+        batches, raw = test_images(config, config.data.eval_split, args.num_images)
+        task, variables, trained = _task_and_variables(config, args.runs / name, batches[0])
+        timing = time_detector(config, task, variables, batches, raw, searches)
+        timing["trained_weights"] = trained
         mAP = _run_mAP(args.runs / name, config.data.eval_split)
         results[f"{key}_mAP50_split"] = config.data.eval_split
         results[f"{key}_s_per_image"] = timing["s_per_image"]

@@ -1,0 +1,127 @@
+"""`jaxcv train rcnn_family`: every stage smoke-runs, the table's keys are written, a rerun reads
+the finished stages instead of training them again, and a changed config is refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxcv import experiments
+from jaxcv.studies import rcnn_family
+from jaxcv.train.logging import MetricsWriter
+
+TRAIN = [
+    "train.num_steps=2",
+    "train.log_every=1",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "optimizer.warmup_steps=1",
+    "data.batch_size=8",
+    "data.eval_batch_size=8",
+    "data.eval_split='validation[:4]'",
+    "data.test_split='test[:4]'",
+]
+DETECTOR = ["data.train_split='train[:16]'", "train.best_metric='validation[:4]/mAP50'"]
+SMOKE = [
+    *(
+        f"{stage}.{key}"
+        for stage in ("pretrain", "rcnn", "fast_rcnn", "faster_rcnn")
+        for key in TRAIN
+    ),
+    "pretrain.train.best_metric='validation[:4]/accuracy'",
+    *(f"{stage}.{key}" for stage in ("rcnn", "fast_rcnn", "faster_rcnn") for key in DETECTOR),
+    "fast_rcnn.data.image_size=(64, 64)",
+    "faster_rcnn.data.image_size=(64, 64)",
+    "rcnn.detection.test_chunk_size=25",
+    "rcnn.proposals.num_test=25",
+    "fast_rcnn.proposals.num_train=50",
+    "fast_rcnn.proposals.num_test=50",
+    "family.small_train_split='train[:8]'",
+    "family.timing_images=2",
+    "svm.num_images=16",
+]
+
+EXPECTED = [
+    *(f"{stage}/test/mAP50" for stage in rcnn_family.DETECTORS),
+    "rcnn_s_per_image",
+    "fast_rcnn_s_per_image",
+    "faster_rcnn_s_per_image",
+    "fast_rcnn_speedup",
+    "faster_rcnn_speedup",
+    "faster_rcnn/steps_to_scratch_final",
+]
+
+
+@pytest.fixture(scope="module")
+def family_run(builtin_data_dir, tmp_path_factory):
+    config = experiments.load_config("rcnn_family", SMOKE)
+    config.data.data_dir = builtin_data_dir
+    cache_dir = str(tmp_path_factory.mktemp("proposals"))  # the smoke run's caches stay in tmp
+    for stage in ("rcnn", "fast_rcnn"):
+        config[stage].proposals.cache_dir = cache_dir
+    workdir = tmp_path_factory.mktemp("rcnn_family")
+    return config, workdir, experiments.run(config, workdir)
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_the_table_is_written(family_run):
+    _, workdir, results = family_run
+    saved = json.loads((workdir / "results.json").read_text())
+    for key in EXPECTED:
+        assert key in saved, key
+    for stage in rcnn_family.DETECTORS:
+        assert 0.0 <= saved[f"{stage}/test/mAP50"] <= 1.0
+    # Selective search is timed for the two detectors on external proposals only.
+    assert saved["rcnn_proposals_s"] > 0 and saved["fast_rcnn_proposals_s"] > 0
+    assert saved["faster_rcnn_proposals_s"] == 0
+    assert saved["fast_rcnn_speedup"] == pytest.approx(
+        saved["rcnn_s_per_image"] / saved["fast_rcnn_s_per_image"]
+    )
+    # Every fine-tuned detector started from the pre-trained run; the scratch ones did not.
+    for stage in ("rcnn", "fast_rcnn", "faster_rcnn", "faster_rcnn_10pct"):
+        stage_config = json.loads((workdir / stage / rcnn_family.STAGE_CONFIG_FILE).read_text())
+        assert stage_config["model"]["init_from"] == str((workdir / "pretrain").resolve())
+    scratch = json.loads((workdir / "faster_rcnn_scratch" / "stage_config.json").read_text())
+    assert scratch["model"].get("init_from") is None
+    assert (workdir / "rcnn_svm" / "svm.npz").exists()
+    report = (workdir / "report.md").read_text()
+    assert "# rcnn_family" in report and "Fast R-CNN, truncated SVD" in report
+    assert results["rcnn/test/mAP50"] == saved["rcnn/test/mAP50"]
+
+
+@pytest.mark.slow
+def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
+    config, workdir, results = family_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(rcnn_family, "train_and_evaluate", no_training)
+    monkeypatch.setattr(rcnn_family, "fit_svms", no_training)
+    again = experiments.run(config, workdir)
+    for key in EXPECTED[:8]:  # the stored figures, not new ones
+        assert again[key] == results[key]
+
+    changed = experiments.load_config("rcnn_family", [*SMOKE, "rcnn.train.num_steps=3"])
+    changed.data.data_dir = config.data.data_dir
+    for stage in ("rcnn", "fast_rcnn"):
+        changed[stage].proposals.cache_dir = config[stage].proposals.cache_dir
+    with pytest.raises(ValueError, match=r"rcnn was started with another config \(sections train"):
+        experiments.run(changed, workdir)
+
+
+def test_steps_to_reach_reads_the_validation_curves(tmp_path):
+    curves = {"pre": [0.5, 0.7, 0.8, 0.9], "scratch": [0.2, 0.4, 0.6, 0.75]}
+    for name, values in curves.items():
+        writer = MetricsWriter(tmp_path / name, tensorboard=False)
+        for step, value in zip((100, 200, 300, 400), values, strict=True):
+            writer.write(step, {"validation/mAP50": value})
+        writer.close()
+    steps, total = rcnn_family.steps_to_reach(
+        tmp_path / "pre", tmp_path / "scratch", "validation/mAP50"
+    )
+    assert (steps, total) == (300.0, 400.0)  # 0.8 is the first value >= scratch's final 0.75
+    steps, _ = rcnn_family.steps_to_reach(
+        tmp_path / "scratch", tmp_path / "pre", "validation/mAP50"
+    )
+    assert np.isnan(steps)  # scratch never reaches 0.9
