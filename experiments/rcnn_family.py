@@ -14,7 +14,7 @@ then starts from it (`model.init_from`, jaxcv.train.trunk: conv and norm layers 
 fresh) and is trained on shapes/multi with its checkpoint chosen on validation and the test
 split evaluated once:
 
-* `rcnn`: shapes_rcnn (warped 32x32 crops, softmax head), the whole test split;
+* `rcnn`: shapes_rcnn with 64x64 warps (8 pixels of context), softmax head, whole test split;
 * `rcnn_svm`: the same fine-tuned network with the paper's per-class linear SVMs on fc7
   (hard-negative mining) and ridge box regression on pool5 (jaxcv.tasks.rcnn_svm), fitted on
   `svm.num_images` training images;
@@ -52,8 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.pretrain = shapes_trunk_pretrain.get_config()
 
     config.rcnn = shapes_rcnn.get_config()
+    # 64x64 warps (4x4 pool5): chosen on validation at step 600 of 1,800, mAP@0.5 0.878 against
+    # 0.597 for the 32x32 warps of shapes_rcnn after its whole 600-step schedule.
+    config.rcnn.model.update(warp_size=64, context_padding=8.0)
     config.rcnn.optimizer.warmup_steps = 50
-    _select_every(config.rcnn, 600, 200)
+    _select_every(config.rcnn, 1200, 400)
 
     config.fast_rcnn = shapes_fast_rcnn.get_config()
     config.fast_rcnn.data.update(batch_size=2, image_size=(256, 256))
