@@ -1,7 +1,7 @@
 """The ``jaxcv`` command (the only place with command-line flags).
 
-    jaxcv train EXPERIMENT --workdir DIR [--set key=value ...] [--distributed
-                [--coordinator HOST:PORT --num-processes N --process-id I]]
+    jaxcv train EXPERIMENT --workdir DIR [--set key=value ...] [--allow-config-change]
+                [--distributed [--coordinator HOST:PORT --num-processes N --process-id I]]
     jaxcv eval EXPERIMENT --workdir DIR [--checkpoint best|latest] [--set key=value ...]
     jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--top-k K]
     jaxcv data prepare NAME [--data-dir DIR] [--manual-dir DIR]
@@ -22,6 +22,7 @@ Also runnable as ``python -m jaxcv.cli``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -30,7 +31,16 @@ from pathlib import Path
 
 import jaxcv  # noqa: F401  (sets the CPU XLA flag before jax initialises)
 from jaxcv import console
-from jaxcv.errors import DatasetNotPreparedError, NonFiniteLossError
+from jaxcv.errors import (
+    DISK_FULL,
+    CheckpointCorruptError,
+    DatasetNotPreparedError,
+    NonFiniteLossError,
+    WorkdirLockedError,
+    WriteError,
+    disk_space,
+)
+from jaxcv.workdir_lock import WorkdirLock
 
 #: What ``jaxcv demo`` trains: (experiment, README target of its task's headline metric, its
 #: main figure).
@@ -122,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an experiment (resumes from the workdir)")
     _add_experiment_args(p)
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume although the config differs from the run's in keys that are not safe to "
+        "change on resume (recorded in WORKDIR/config_changes.jsonl)",
+    )
     _add_distributed_args(p)
 
     p = sub.add_parser("eval", help="evaluate a trained run's checkpoint")
@@ -169,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_workdir(workdir: Path) -> None:
+    """A ``--workdir`` that is, or lies under, a file is a usage error, said in one line before
+    anything is loaded."""
+    for path in (workdir, *workdir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == workdir else f"lies under {path}, a file"
+                raise ValueError(f"--workdir {workdir} {where}, not a directory")
+            return
+
+
 def _cmd_list() -> int:
     from jaxcv import experiments
 
@@ -181,31 +208,50 @@ def _cmd_list() -> int:
     return 0
 
 
+def _is_distributed(args) -> bool:
+    return bool(args.distributed or args.coordinator or args.num_processes or args.process_id)
+
+
 def _cmd_train(args) -> int:
-    _init_distributed(args)
     from jaxcv import experiments
 
     config = experiments.load_config(args.experiment, args.overrides)
-    experiments.run(config, args.workdir)
+    # Locked before JAX and TensorFlow load, so a second run is refused at once. Of a
+    # multi-process run only process 0 locks, once it knows its index (jaxcv.train.loop).
+    lock = (
+        contextlib.nullcontext()
+        if _is_distributed(args)
+        else WorkdirLock(args.workdir, f"jaxcv train {config.name}")
+    )
+    with lock:
+        _init_distributed(args)
+        experiments.run(config, args.workdir, allow_config_change=args.allow_config_change)
     return 0
 
 
 def _cmd_eval(args) -> int:
     from jaxcv import experiments
-    from jaxcv.train.inference import evaluate_checkpoint
 
     config = experiments.load_config(args.experiment, args.overrides)
-    evaluate_checkpoint(config, args.workdir, which=args.checkpoint)
+    with WorkdirLock(args.workdir, f"jaxcv eval {config.name}", required=False):
+        from jaxcv.train.inference import evaluate_checkpoint
+
+        evaluate_checkpoint(config, args.workdir, which=args.checkpoint)
     return 0
 
 
 def _cmd_predict(args) -> int:
     from jaxcv import experiments
-    from jaxcv.train.inference import predict_images
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1; got {args.top_k}")
+    for path in args.images:  # before JAX, TensorFlow and the model load
+        if not path.is_file():
+            reason = "is a directory" if path.is_dir() else "No such file or directory"
+            raise ValueError(f"cannot read image {path}: {reason}")
     config = experiments.load_config(args.experiment, args.overrides)
+    from jaxcv.train.inference import predict_images
+
     for row in predict_images(
         config, args.workdir, args.images, which=args.checkpoint, top_k=args.top_k
     ):
@@ -327,28 +373,60 @@ _COMMANDS = {
 }
 
 
+#: Errors of the user's making, exit code 2: a config, an experiment, a path or a workdir that
+#: is not what the command needs (another experiment's checkpoints, a changed config: both
+#: ValueErrors), a dataset that is not prepared.
+USAGE_ERRORS = (DatasetNotPreparedError, ValueError, FileNotFoundError)
+#: Failures while running, exit code 1: the workdir is in use, no checkpoint restores, a
+#: checkpoint or another file cannot be written (a full disk, a read-only workdir).
+RUNTIME_ERRORS = (WorkdirLockedError, CheckpointCorruptError, WriteError, OSError)
+
+
+def _describe(error: Exception) -> str:
+    """The message of ``error`` on one line; an OSError names its path (and a full disk the
+    space left on it)."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        space = disk_space(error.filename or ".") if error.errno in DISK_FULL else ""
+        return f"{where}{error.strerror}" + (f" ({space})" if space else "")
+    return " ".join(str(error).split())
+
+
+def _error_line(message: str, code: int) -> int:
+    """Print ``jaxcv: MESSAGE`` and the debug hint on stderr; return ``code``."""
+    print(f"jaxcv: {message}", file=sys.stderr)
+    print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxcv`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     Configuration mistakes (unknown experiment or key, bad ``--set`` value, another
-    experiment's checkpoints in the workdir, a dataset that is not prepared) print one clear
-    ``jaxcv: error: ...`` line and exit with 2; a non-finite loss exits with 1.
+    experiment's checkpoints in the workdir, a changed config on resume, a dataset that is not
+    prepared) print one clear ``jaxcv: error: ...`` line and exit with 2; failures while
+    running (a non-finite loss, a workdir in use, no checkpoint that restores) exit with 1.
+    ``JAXCV_DEBUG=1`` raises instead, with the traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     with console.verbose_if(args.verbose):
         console.quiet_libraries()
         try:
+            if getattr(args, "workdir", None) is not None:
+                _check_workdir(args.workdir)
             return _COMMANDS[args.command](args)
         except NonFiniteLossError as e:
             print(f"jaxcv: training stopped: {e}", file=sys.stderr)
             return EXIT_FAILURE
-        except (DatasetNotPreparedError, ValueError, FileNotFoundError) as e:
+        except USAGE_ERRORS as e:
             if console.debug_enabled():
                 raise
-            print(f"jaxcv: error: {e}", file=sys.stderr)
-            print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
-            return EXIT_USAGE
+            return _error_line(f"error: {_describe(e)}", EXIT_USAGE)
+        except RUNTIME_ERRORS as e:
+            if console.debug_enabled():
+                raise
+            return _error_line(f"error: {_describe(e)}", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator, MutableMapping
 
@@ -42,6 +43,12 @@ def verbose_if(verbose: bool) -> Iterator[None]:
             os.environ[DEBUG_ENV] = previous
 
 
+def warn(message: str) -> None:
+    """Print ``jaxcv: warning: MESSAGE`` as one line on stderr: something the user should know
+    that does not stop the command (a corrupt checkpoint skipped, a stale lock taken over)."""
+    print(f"jaxcv: warning: {message}", file=sys.stderr, flush=True)
+
+
 def quiet_tensorflow_environment(environ: MutableMapping[str, str] = os.environ) -> None:
     """Environment that keeps TensorFlow's C++ side quiet; must run before it is imported.
 
@@ -64,4 +71,42 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=category, module=_NOISY_MODULES)
     # absl's Python logger (tfds: "Variant folder ... has no dataset_info.json", orbax:
     # "Requested tracked_metric ...") writes through the standard logging module.
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    absl = logging.getLogger("absl")
+    absl.setLevel(logging.ERROR)
+    if not any(isinstance(f, _DropOrbaxLogs) for f in absl.filters):
+        absl.addFilter(_DropOrbaxLogs())
+    sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
+
+
+class _DropOrbaxLogs(logging.Filter):
+    """Drops the records that orbax logs through absl. Its errors (a failed save, with a
+    traceback from each of its threads) repeat an exception that reaches jaxcv, which reports
+    it in one line. absl names itself as the caller of every record, so the logging call is
+    found on the stack (only records at the logger's level get this far: ERROR)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        frame = sys._getframe(1)
+        while frame is not None:
+            name = frame.f_globals.get("__name__", "")
+            if not (name == "logging" or name.startswith(("logging.", "absl", __name__))):
+                return not name.startswith("orbax")
+            frame = frame.f_back
+        return True
+
+
+def _drop_closed_loop_callbacks(previous):
+    """An unraisable-exception hook that drops asyncio's "Event loop is closed" and passes the
+    rest to ``previous``. After a failed read, orbax's TensorStore futures call back into the
+    event loop it has already closed, once per pending read: a traceback each, at exit, for an
+    error jaxcv has already reported in one line."""
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return previous
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    return hook

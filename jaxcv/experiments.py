@@ -343,16 +343,25 @@ def apply_overrides(
     return config
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+def run(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
+) -> dict[str, float]:
     """Run an experiment config in ``workdir``: its study driver when ``config.study`` is set
-    (see :data:`STUDIES`), otherwise :func:`jaxcv.train.loop.train_and_evaluate`."""
+    (see :data:`STUDIES`), otherwise :func:`jaxcv.train.loop.train_and_evaluate`
+    (``allow_config_change``: resume although the config changed; single runs only, a study
+    checks its stages' configs itself)."""
     study = config.get("study")
     if study is None:
         from jaxcv.train.loop import train_and_evaluate
 
-        return train_and_evaluate(config, workdir)
+        return train_and_evaluate(config, workdir, allow_config_change=allow_config_change)
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; valid studies: {', '.join(sorted(STUDIES))}")
+    if allow_config_change:
+        raise ValueError(
+            f"--allow-config-change applies to single training runs; {config.name} is a "
+            f"{study!r} study, which checks the configs of its stages itself"
+        )
     module_name, function_name = STUDIES[study].split(":")
     module = importlib.import_module(module_name)
     return getattr(module, function_name)(config, workdir)

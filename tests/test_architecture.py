@@ -19,7 +19,14 @@ ROOT = Path(jaxcv.__file__).parent
 
 #: Layers from the bottom; a module may import its own layer and the ones below it.
 LAYERS = (
-    ("jaxcv", "jaxcv._xla_flags", "jaxcv.types", "jaxcv.errors", "jaxcv.console"),
+    (
+        "jaxcv",
+        "jaxcv._xla_flags",
+        "jaxcv.types",
+        "jaxcv.errors",
+        "jaxcv.console",
+        "jaxcv.workdir_lock",
+    ),
     ("jaxcv.ops",),
     ("jaxcv.models", "jaxcv.data", "jaxcv.eval", "jaxcv.viz", "jaxcv.proposals"),
     ("jaxcv.tasks",),

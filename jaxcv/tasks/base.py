@@ -51,7 +51,11 @@ class Evaluator(Protocol):
         ...
 
     def result(self) -> dict[str, float]:
-        """Return the metrics of everything seen so far, flat names without a split prefix."""
+        """Return the metrics of everything seen so far, flat names without a split prefix.
+
+        A fresh evaluator (nothing seen) returns every metric it reports, with NaN values: the
+        training loop checks ``train.best_metric`` against these names before it starts.
+        """
         ...
 
 

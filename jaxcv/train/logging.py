@@ -11,16 +11,20 @@ so they need only TensorFlow (not the ``tensorboard`` package, which is needed t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from jaxcv.errors import WriteError, cannot_write
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -44,6 +48,9 @@ def _json_number(value: float) -> float | str:
 class MetricsWriter:
     """Appends metric records to ``WORKDIR/metrics.jsonl`` and TensorBoard event files.
 
+    A write that fails (a full disk) raises :class:`jaxcv.errors.WriteError` naming the file,
+    whether the OSError of the JSON lines or the TensorFlow error of the event file.
+
     Args:
       workdir: the run directory (created if missing).
       tensorboard: also write TensorBoard events under ``WORKDIR/tensorboard``.
@@ -56,12 +63,14 @@ class MetricsWriter:
         self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         self._tb_metadata = None
+        self._tb_dir = None
         if tensorboard:
             import tensorflow as tf
             from tensorflow.core.framework import summary_pb2
 
             self._tf = tf
-            self._tb = tf.summary.create_file_writer(str(self.workdir / TENSORBOARD_DIR))
+            self._tb_dir = self.workdir / TENSORBOARD_DIR
+            self._tb = tf.summary.create_file_writer(str(self._tb_dir))
             self._tb_metadata = summary_pb2.SummaryMetadata(
                 plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
             )
@@ -71,11 +80,12 @@ class MetricsWriter:
         values = {k: _to_float(v) for k, v in metrics.items()}
         record = {"step": int(step), "time": time.time()}
         record.update({k: _json_number(v) for k, v in values.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with self._writing(self.path):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._tb is not None:
             tf = self._tf
-            with self._tb.as_default():
+            with self._writing(self._tb_dir), self._tb.as_default():
                 for name, value in values.items():
                     tf.summary.write(
                         name,
@@ -95,22 +105,39 @@ class MetricsWriter:
         metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
         )
-        with self._tb.as_default():
+        with self._writing(self._tb_dir), self._tb.as_default():
             tf.summary.write(name, tf.constant(text), step=int(step), metadata=metadata)
 
     def flush(self) -> None:
         """Flush both sinks."""
-        self._file.flush()
+        with self._writing(self.path):
+            self._file.flush()
         if self._tb is not None:
-            self._tb.flush()
+            with self._writing(self._tb_dir):
+                self._tb.flush()
 
     def close(self) -> None:
-        """Flush and close both sinks."""
-        self.flush()
-        self._file.close()
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Flush and close both sinks (both are closed even when a flush fails)."""
+        try:
+            self.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            if self._tb is not None:
+                tb, self._tb = self._tb, None
+                with contextlib.suppress(Exception):
+                    tb.close()
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn a failed write into one :class:`WriteError` line naming ``path``."""
+        errors: tuple[type[BaseException], ...] = (OSError,)
+        if self._tb_dir is not None:
+            errors += (self._tf.errors.OpError,)
+        try:
+            yield
+        except errors as e:
+            raise WriteError(cannot_write(path, e)) from e
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
@@ -180,14 +207,20 @@ class ProgressBar:
         self._step += n
         self._bar.update(n)
 
-    def set_metrics(self, loss: float, images_per_s: float) -> None:
-        """Show the latest logged loss and throughput."""
-        self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.0f}", refresh=False)
+    def set_metrics(self, loss: float, images_per_s: float, skipped: int = 0) -> None:
+        """Show the latest logged loss and throughput, and the steps skipped so far for a
+        non-finite loss or gradient (when there are any)."""
+        shown = {"loss": f"{loss:.4f}", "img_s": f"{images_per_s:.0f}"}
+        if skipped:
+            shown["skipped"] = str(skipped)
+        self._bar.set_postfix(refresh=False, **shown)
         now = time.monotonic()
         if self._bar.disable and now - self._last_plain >= self._plain_every_s:
             self._last_plain = now
+            extra = f" skipped={skipped}" if skipped else ""
             print(
-                f"step {self._step}/{self._total}: loss={loss:.4f} images/s={images_per_s:.0f}",
+                f"step {self._step}/{self._total}: loss={loss:.4f} "
+                f"images/s={images_per_s:.0f}{extra}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -12,13 +12,20 @@ checkpointer (:mod:`jaxcv.train`), and writes the run outputs (README: "Using it
                         ``train/steps``, ``train/images_per_s``, ``peak_rss_mb``
     profile/            with ``profile=True``: a jax profiler trace of a few steps after
                         warm-up (:mod:`jaxcv.train.profiling`), for TensorBoard
+    config_changes.jsonl  config changes accepted on resume (:mod:`jaxcv.train.config_drift`)
+    .jaxcv.lock         held while the run writes, so a second run is refused at once
+                        (:mod:`jaxcv.workdir_lock`)
 
 The jitted step is compiled once and runs asynchronously: metrics stay on device and are
 fetched every ``log_every`` steps (and before every evaluation or checkpoint), where non-finite
 losses are detected (:mod:`jaxcv.train.step_loop`). A non-finite loss stops the run with
 :class:`NonFiniteLossError` naming the step, without saving the bad state
-(``train.on_nonfinite="skip"`` skips such updates instead). SIGTERM or Ctrl-C saves a
-checkpoint and returns cleanly; rerunning resumes.
+(``train.on_nonfinite="skip"`` skips such updates instead, leaves their losses out of the
+logged means and counts them in the progress line, the final line and the report). SIGTERM or
+Ctrl-C saves a checkpoint and returns cleanly; rerunning resumes, with the same config (or
+changes that are safe on resume). A checkpoint or metric that cannot be written (a full disk)
+stops the run with one :class:`jaxcv.errors.WriteError` line; the steps saved before are
+intact and the finished metrics go to ``results.json`` when the disk still takes it.
 
 The parts, in order: :func:`build_run` (data, model, task, state, restore or ``init_from``),
 :class:`StepLoop` (steps, evaluation, checkpoints, interruption), :func:`final_results` and
@@ -38,13 +45,15 @@ import ml_collections
 
 from jaxcv import data as jdata
 from jaxcv.data.pipeline import numpy_batches
+from jaxcv.errors import CheckpointWriteError, WriteError
 from jaxcv.proposals.pipeline import proposal_table
+from jaxcv.train import config_drift
 from jaxcv.train import report as report_lib
 from jaxcv.train.checkpoint import Checkpointer
 from jaxcv.train.init_from import init_state_from
 from jaxcv.train.logging import MetricsWriter, ProgressBar, peak_rss_mb
 from jaxcv.train.optim import make_optimizer
-from jaxcv.train.outputs import RESULTS_FILE, write_outputs
+from jaxcv.train.outputs import RESULTS_FILE, write_outputs, write_results
 from jaxcv.train.parallel import Parallel
 from jaxcv.train.profiling import StepProfiler
 from jaxcv.train.runtime import (
@@ -60,6 +69,7 @@ from jaxcv.train.runtime import (
     reported_split,
     run_metadata,
     sample_batch_from_spec,
+    workdir_lock,
 )
 from jaxcv.train.state import create_train_state
 from jaxcv.train.step import make_eval_step, make_train_step
@@ -108,13 +118,30 @@ def _check_train_config(config: ml_collections.ConfigDict, multiple: int) -> Non
             )
 
 
+def _check_best_metric(config: ml_collections.ConfigDict, task) -> None:
+    """``train.best_metric`` must be a metric the task's evaluator reports: a typo would
+    otherwise train without ever keeping a best checkpoint. A fresh evaluator's ``result()``
+    names every metric it reports (NaN before any update: ``jaxcv.tasks.base.Evaluator``)."""
+    metric = config.train.get("best_metric")
+    if not metric:
+        return
+    split = config.data.eval_split
+    produced = sorted(f"{split}/{name}" for name in task.make_evaluator().result())
+    if metric not in produced:
+        raise ValueError(
+            f"config.train.best_metric={metric!r} is not a metric the {config.task} evaluator "
+            f"reports on data.eval_split={split!r}; it reports: {', '.join(produced)}"
+        )
+
+
 @dataclasses.dataclass
 class Run:
     """What a run trains and evaluates with, built by :func:`build_run`.
 
     ``state`` is the host train state (restored, or initialised and optionally ``init_from``
     a checkpoint); ``start_step`` its step (0 for a fresh run); ``train_iter`` yields the
-    host training batches from step ``start_step + 1`` on.
+    host training batches from step ``start_step + 1`` on; ``config_changes`` the config keys
+    that differ from the resumed checkpoint's (:mod:`jaxcv.train.config_drift`).
     """
 
     config: ml_collections.ConfigDict
@@ -128,6 +155,7 @@ class Run:
     state: Any
     start_step: int
     checkpointer: Checkpointer
+    config_changes: list = dataclasses.field(default_factory=list)
 
 
 def _train_pipeline(config: ml_collections.ConfigDict):
@@ -150,6 +178,8 @@ def _train_pipeline(config: ml_collections.ConfigDict):
 
 
 def _checkpointer(config: ml_collections.ConfigDict, workdir: Path) -> Checkpointer:
+    """The run's checkpointer; its identity is the experiment name only, since the configs are
+    compared key by key (:func:`_check_config_drift`)."""
     tc = config.train
     return Checkpointer(
         workdir / CHECKPOINT_DIR,
@@ -157,6 +187,18 @@ def _checkpointer(config: ml_collections.ConfigDict, workdir: Path) -> Checkpoin
         best_metric=tc.best_metric,
         best_mode=tc.best_mode,
         metadata=run_metadata(config),
+        identity_keys=("name",),
+    )
+
+
+def _check_config_drift(config, checkpointer: Checkpointer, allow: bool) -> list:
+    """The config changes since the newest checkpoint (see :mod:`jaxcv.train.config_drift`);
+    raises for changes that are not safe on resume unless ``allow``."""
+    return config_drift.check_resume(
+        checkpointer.newest_metadata(),
+        checkpointer.metadata,
+        checkpointer.directory,
+        allow=allow,
     )
 
 
@@ -169,23 +211,36 @@ def _restore_or_init_from(config, workdir: Path, state, checkpointer) -> tuple[A
         print(f"Resuming {config.name} from step {start_step} ({workdir / CHECKPOINT_DIR})")
         return restored, start_step
     if config.model.get("init_from"):
-        try:
-            state = init_state_from(
-                state,
-                config.model.init_from,
-                num_classes=config.model.get("num_classes"),
-                fresh=tuple(config.model.get("init_fresh") or ()),
-            )
-        except Exception:
-            checkpointer.close()
-            raise
+        state = init_state_from(
+            state,
+            config.model.init_from,
+            num_classes=config.model.get("num_classes"),
+            fresh=tuple(config.model.get("init_fresh") or ()),
+        )
     return state, 0
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
+def _report_config_changes(run: Run) -> None:
+    """Print the config changes a resumed run accepted, and record them in the workdir."""
+    if not (run.start_step and run.config_changes):
+        return
+    print(
+        f"Config changes since step {run.start_step}: "
+        + config_drift.describe_changes(run.config_changes)
+    )
+    if jax.process_index() == 0:
+        config_drift.record_changes(run.out_dir, run.start_step, run.config_changes)
+
+
+def build_run(
+    config: ml_collections.ConfigDict, workdir: Path, *, allow_config_change: bool = False
+) -> Run:
     """Data, model, task and train state of ``config`` in ``workdir``, resumed if it can be.
 
-    ``config`` is completed in place (``model.num_classes`` from the dataset); pass a copy.
+    What can be checked without data is checked first: the config, the metric that selects
+    the best checkpoint, the workdir's checkpoints (another experiment's, or a changed config:
+    :mod:`jaxcv.train.config_drift`, ``allow_config_change`` accepts the change). ``config`` is
+    completed in place (``model.num_classes`` from the dataset); pass a copy.
     """
     # Process 0 writes the run outputs; the other processes of a multi-process run write
     # theirs under process_<i>/ (the checkpoints are shared).
@@ -197,19 +252,25 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
     task = build_task(config, model)
     parallel = Parallel(mode=config.train.parallel)
     _check_train_config(config, parallel.global_batch_size_multiple)
-    train_ds = _train_pipeline(config)
-    eval_ds = make_eval_pipeline(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    sample = sample_batch_from_spec(train_ds.element_spec, dc.batch_size // jax.process_count())
-    state = create_train_state(task, jax.random.PRNGKey(config.seed), sample, tx)
+    _check_best_metric(config, task)
     checkpointer = _checkpointer(config, workdir)
-    state, start_step = _restore_or_init_from(config, workdir, state, checkpointer)
+    try:
+        changes = _check_config_drift(config, checkpointer, allow_config_change)
+        train_ds = _train_pipeline(config)
+        eval_ds = make_eval_pipeline(config)
+        tx = make_optimizer(config.optimizer, config.train.num_steps)
+        sample = sample_batch_from_spec(train_ds.element_spec, dc.batch_size // jax.process_count())
+        state = create_train_state(task, jax.random.PRNGKey(config.seed), sample, tx)
+        state, start_step = _restore_or_init_from(config, workdir, state, checkpointer)
+    except BaseException:
+        checkpointer.close()
+        raise
     # The data stream resumes where the interrupted run stopped (same seed, same order).
     train_iter = numpy_batches(
         train_ds.skip(start_step) if start_step else train_ds,
         f"dataset {dc.name!r}, split {dc.train_split!r}",
     )
-    return Run(
+    run = Run(
         config=config,
         workdir=workdir,
         out_dir=out_dir,
@@ -221,7 +282,10 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
         state=state,
         start_step=start_step,
         checkpointer=checkpointer,
+        config_changes=changes,
     )
+    _report_config_changes(run)
+    return run
 
 
 class StepLoop:
@@ -237,7 +301,7 @@ class StepLoop:
 
     def __init__(self, run: Run, writer: MetricsWriter, progress: ProgressBar, profiler):
         config, tc = run.config, run.config.train
-        self.run, self.writer, self.progress = run, writer, progress
+        self.run, self.writer, self.progress, self.profiler = run, writer, progress, profiler
         parallel = run.parallel
         self.p_eval = parallel.compile_eval_step(make_eval_step(run.task))
         p_train = parallel.compile_train_step(
@@ -280,7 +344,9 @@ class StepLoop:
 
     def _log_train(self, step: int, means: dict[str, float]) -> None:
         self.writer.write(step, {f"train/{k}": v for k, v in means.items()})
-        self.progress.set_metrics(means["loss"], means.get("images_per_s", 0.0))
+        self.progress.set_metrics(
+            means["loss"], means.get("images_per_s", 0.0), self.window.nonfinite_skipped
+        )
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Evaluate the current state on ``data.eval_split``; log and return the metrics."""
@@ -394,14 +460,28 @@ def final_results(loop: StepLoop, wall_start: float) -> dict[str, float]:
     return results
 
 
+def _skipped_steps(results: dict[str, float]) -> str:
+    """``"N steps skipped ..."`` when updates were skipped this session, else ``""``."""
+    n = int(results.get("train/nonfinite_skipped", 0))
+    if not n:
+        return ""
+    return f"{n} step{'s' * (n > 1)} skipped for a non-finite loss or gradient"
+
+
 def run_notes(loop: StepLoop, results: dict[str, float], profiler: StepProfiler) -> list[str]:
-    """The lines under the report heading: steps trained, resume, profile, best checkpoint."""
+    """The lines under the report heading: steps trained, resume, skipped updates, profile,
+    best checkpoint, config changes."""
     run, tc = loop.run, loop.run.config.train
     notes = [
         f"Trained {loop.step} of {int(tc.num_steps)} steps"
         + (f" (resumed from step {run.start_step})" if run.start_step else "")
         + f"; wall time this session {results['train/wall_s']:.1f} s.",
     ]
+    if _skipped_steps(results):
+        notes.append(
+            f"{_skipped_steps(results).capitalize()} (`train.on_nonfinite='skip'`): their "
+            "updates were not applied, and their losses are left out of the logged means."
+        )
     if loop.interrupted:
         notes.append("Interrupted before the end: no final evaluation; rerun to resume.")
     if profiler.written is not None:
@@ -418,16 +498,31 @@ def run_notes(loop: StepLoop, results: dict[str, float], profiler: StepProfiler)
             f"`{run.config.data.test_split}` evaluated once, with the checkpoint of step "
             f"{loop.tested_step} (selected on `{run.config.data.eval_split}`)."
         )
+    if run.start_step and run.config_changes:
+        notes.append(
+            f"Config changed when resuming at step {run.start_step}: "
+            f"{config_drift.describe_changes(run.config_changes)} (`{config_drift.CHANGES_FILE}`)."
+        )
     return notes
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    allow_config_change: bool = False,
+) -> dict[str, float]:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
+
+    The workdir is locked for the whole run (:mod:`jaxcv.workdir_lock`): a second run on
+    it is refused at once.
 
     Args:
       config: an experiment config (see ``experiments/``): ``name``, ``seed``, ``task``,
         ``data``, ``model``, ``optimizer``, ``train``.
       workdir: the run directory (created if missing).
+      allow_config_change: resume even though keys that are not safe to change on resume
+        differ from the checkpoints' config (recorded in ``config_changes.jsonl``).
 
     Returns:
       The final flat results, also written to ``results.json``: ``<eval split>/<metric>``
@@ -439,30 +534,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     Raises:
       NonFiniteLossError: the loss became NaN/inf (``train.on_nonfinite="stop"``).
+      jaxcv.errors.WorkdirLockedError: another process is using ``workdir``.
+      jaxcv.errors.ConfigChangedError: the config differs from the checkpoints' (see
+        :mod:`jaxcv.train.config_drift`).
       jaxcv.train.CheckpointMismatchError: ``workdir`` holds another experiment's checkpoints.
     """
     wall_start = time.perf_counter()
     config = copy.deepcopy(config)  # num_classes gets filled in; the caller's config is kept
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir, f"jaxcv train {config.name}"):
+        return _train_locked(config, workdir, wall_start, allow_config_change)
+
+
+def _train_locked(config, workdir: Path, wall_start: float, allow_config_change: bool):
+    """:func:`train_and_evaluate` once the workdir is locked."""
     enable_compilation_cache()
-    run = build_run(config, workdir)
-    writer = MetricsWriter(run.out_dir)
-    if run.start_step == 0:
-        writer.write_text(0, "config", f"```\n{config}\n```")
-    num_steps = int(config.train.num_steps)
-    progress = ProgressBar(num_steps, run.start_step)
-    profiler = StepProfiler.for_run(config, workdir, run.start_step, num_steps)
-    loop = StepLoop(run, writer, progress, profiler)
+    run = build_run(config, workdir, allow_config_change=allow_config_change)
+    closers = [run.checkpointer.close]
+    loop = None
     try:
+        loop = _start_loop(run, closers)
         loop.train()
         loop.test()
-    finally:
-        profiler.close()
-        progress.close()
-        run.checkpointer.wait()
-        run.checkpointer.close()
-        writer.close()
+    except BaseException as e:
+        _close_all(closers, failing=True)
+        if isinstance(e, WriteError) and loop is not None:
+            raise _write_failed(e, loop, wall_start) from e
+        raise
+    try:
+        _close_all(closers, failing=False)
+    except WriteError as e:  # e.g. the last save, written in the background
+        raise _write_failed(e, loop, wall_start) from e
+    return _finish(loop, wall_start)
+
+
+def _start_loop(run: Run, closers: list) -> StepLoop:
+    """The run's metrics writer, progress bar, profiler and :class:`StepLoop`; each part's
+    ``close`` goes into ``closers``, in the order they are to be closed."""
+    config, num_steps = run.config, int(run.config.train.num_steps)
+    writer = MetricsWriter(run.out_dir)
+    closers.append(writer.close)
+    if run.start_step == 0:
+        writer.write_text(0, "config", f"```\n{config}\n```")
+    progress = ProgressBar(num_steps, run.start_step)
+    closers.insert(0, progress.close)
+    profiler = StepProfiler.for_run(config, run.workdir, run.start_step, num_steps)
+    closers.insert(0, profiler.close)
+    return StepLoop(run, writer, progress, profiler)
+
+
+def _close_all(closers: list, *, failing: bool) -> None:
+    """Call every closer, even after one fails; then raise the first failure, unless the run
+    is already failing (its own error is the one to report)."""
+    first = None
+    for close in closers:
+        try:
+            close()
+        except Exception as e:
+            first = first or e
+    if first is not None and not failing:
+        raise first
+
+
+def _write_failed(error: WriteError, loop: StepLoop, wall_start: float) -> WriteError:
+    """``error`` (a checkpoint or the metrics could not be written, e.g. a full disk)
+    completed with where the run's finished metrics went: ``results.json``, marked
+    ``train/write_failed``, when the disk still takes that small file."""
+    results = final_results(loop, wall_start)
+    results["train/write_failed"] = 1.0
+    try:
+        path = write_results(loop.run.out_dir, results)
+        note = f"the metrics of the {loop.step} steps trained are in {path}"
+    except OSError as e:
+        note = f"{RESULTS_FILE} could not be written either ({e.strerror or e})"
+    if not isinstance(error, CheckpointWriteError):  # which names the steps saved itself
+        latest = loop.run.checkpointer.latest_step()
+        note += f"; the last checkpoint is step {latest}" if latest else "; no checkpoint saved"
+    return type(error)(f"{error}; {note}")
+
+
+def _finish(loop: StepLoop, wall_start: float) -> dict[str, float]:
+    """Write ``results.json`` and the report of a finished (or interrupted) run; print them."""
+    run, config = loop.run, loop.run.config
     results = final_results(loop, wall_start)
     report = write_outputs(
         run.out_dir,
@@ -470,9 +624,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         results,
         None if loop.interrupted else loop.evaluation,
         list(run.info.class_names),
-        notes=run_notes(loop, results, profiler),
+        notes=run_notes(loop, results, loop.profiler),
     )
     summary = report_lib.summarize(results, headline_keys(config, reported_split(config)))
-    print(f"{config.name}: {summary}".rstrip())
+    skipped = _skipped_steps(results)
+    print(f"{config.name}: {summary}".rstrip() + (f"; {skipped}" if skipped else ""))
     print(f"Report: {report.resolve()}")
     return {k: float(v) for k, v in results.items() if not isinstance(v, str)}

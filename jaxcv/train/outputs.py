@@ -8,6 +8,7 @@ and the studies in ``jaxcv/studies/``); :func:`write_outputs` adds the training 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,15 @@ RESULTS_FILE = "results.json"
 
 
 def write_results(workdir: Path, results: dict[str, Any], results_file: str = RESULTS_FILE) -> Path:
-    """Write flat ``results`` as sorted, indented JSON to ``workdir/results_file``."""
+    """Write flat ``results`` as sorted, indented JSON to ``workdir/results_file``, whole or
+    not at all (a full disk leaves no truncated file behind)."""
     path = Path(workdir) / results_file
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

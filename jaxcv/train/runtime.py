@@ -9,6 +9,8 @@ cache (:mod:`jaxcv.train.compilation_cache`) and SIGTERM handling
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,8 +25,10 @@ from jaxcv.proposals.pipeline import proposal_table
 from jaxcv.recipes import recipe_for
 from jaxcv.train.checkpoint import fingerprint
 from jaxcv.train.compilation_cache import CACHE_ENV, default_cache_dir, enable_compilation_cache
+from jaxcv.train.config_drift import INIT_KEYS, flat_config
 from jaxcv.train.evaluation import Evaluation, evaluate
 from jaxcv.train.interrupt import Interruption
+from jaxcv.workdir_lock import WorkdirLock
 
 __all__ = [
     "CACHE_ENV",
@@ -42,10 +46,8 @@ __all__ = [
     "reported_split",
     "run_metadata",
     "sample_batch_from_spec",
+    "workdir_lock",
 ]
-
-#: ``config.model`` keys that say where the weights start, not what the model is.
-INIT_KEYS = ("init_from", "init_fresh")
 
 
 def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
@@ -127,10 +129,11 @@ def sample_batch_from_spec(element_spec: dict, batch_size: int) -> dict[str, np.
     return out
 
 
-def run_metadata(config: ml_collections.ConfigDict) -> dict[str, str]:
+def run_metadata(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What identifies a run's checkpoints: the experiment ``name`` and a ``config_hash`` of the
-    parts that shape the state (task, model, optimizer name, dataset), so a resumed run may
-    change e.g. ``train.num_steps`` but never restores another experiment's checkpoints.
+    parts that shape the state (task, model, optimizer name, dataset), and the whole ``config``
+    (flat, :func:`jaxcv.train.config_drift.flat_config`), which a resumed run is compared with
+    key by key (:mod:`jaxcv.train.config_drift`).
 
     ``model.init_from`` / ``init_fresh`` (where the weights start) are left out of the hash;
     ``best_metric`` and ``best_mode`` are recorded, outside the identity, so that another run can
@@ -147,4 +150,13 @@ def run_metadata(config: ml_collections.ConfigDict) -> dict[str, str]:
         "config_hash": fingerprint(shaping),
         "best_metric": config.train.get("best_metric"),
         "best_mode": config.train.get("best_mode", "max"),
+        "config": flat_config(config),
     }
+
+
+def workdir_lock(workdir: Path, command: str, *, required: bool = True):
+    """The :class:`jaxcv.workdir_lock.WorkdirLock` of ``workdir`` for process 0; the other
+    processes of a multi-process run write under ``process_<i>/`` and take none."""
+    if jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return WorkdirLock(workdir, command, required=required)

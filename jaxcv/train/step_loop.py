@@ -39,8 +39,19 @@ def nonfinite_location(loss: float, step: int, seed: int) -> str:
 
 
 def _mean_metrics(fetched: list[dict[str, float]]) -> dict[str, float]:
-    keys = fetched[0].keys()
-    return {k: float(np.mean([np.asarray(m[k], np.float64) for m in fetched])) for k in keys}
+    """The means over the steps whose update was applied, and ``skipped``: how many were not
+    (``nonfinite`` of :func:`jaxcv.train.step.make_train_step`). A skipped step's loss, NaN or
+    enormous, says nothing of the model, so it is left out of the means (NaN when every step
+    of the window was skipped)."""
+    applied = [m for m in fetched if not float(m.get("nonfinite", 0.0))]
+    keys = [k for k in fetched[0] if k != "nonfinite"]
+    means = {
+        k: float(np.mean([np.asarray(m[k], np.float64) for m in applied])) if applied else np.nan
+        for k in keys
+    }
+    if "nonfinite" in fetched[0]:
+        means["skipped"] = float(len(fetched) - len(applied))
+    return means
 
 
 class MetricsWindow:
@@ -59,7 +70,8 @@ class MetricsWindow:
     Attributes:
       train_s, cpu_s, timed_steps: wall and process CPU seconds of the timed windows and their
         number of steps.
-      last: the means of the last flushed window (``{}`` before the first flush).
+      last: the means of the last flushed window (``{}`` before the first flush), over its
+        applied steps, with ``skipped``: how many of its steps were not applied.
       nonfinite_skipped: steps whose update was skipped for a non-finite loss or gradient.
     """
 
@@ -109,7 +121,7 @@ class MetricsWindow:
         self._check_finite(fetched)
         n = len(fetched)
         means = _mean_metrics(fetched)
-        self.nonfinite_skipped += round(means.get("nonfinite", 0.0) * n)
+        self.nonfinite_skipped += int(means.get("skipped", 0))
         if timed:
             self.train_s += elapsed
             self.cpu_s += cpu

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from jaxcv.errors import CheckpointWriteError, ConfigChangedError
 from jaxcv.train import loop, runtime
 from jaxcv.train.checkpoint import Checkpointer, CheckpointMismatchError
 from jaxcv.train.logging import read_metrics
@@ -298,11 +299,27 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
-def test_nonfinite_skip_mode_finishes_with_finite_params(tmp_path):
+def test_nonfinite_skip_mode_finishes_with_finite_params(tmp_path, capsys):
     config = make_config(num_steps=8, on_nonfinite="skip")
     config.data.name = "nan"
     results = loop.train_and_evaluate(config, tmp_path)
     assert results["train/nonfinite_skipped"] == 8 - NAN_FROM_STEP + 1
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^fake_cnn: test/accuracy=.*; 3 steps skipped for a non-finite loss", out, re.M
+    )
+    assert "3 steps skipped for a non-finite loss" in (tmp_path / "report.md").read_text()
+    logged = [r for r in read_metrics(tmp_path) if "train/skipped" in r]
+    assert [(r["step"], r["train/skipped"]) for r in logged] == [
+        (1, 0),
+        (2, 0),
+        (4, 0),
+        (6, 1),
+        (8, 2),
+    ]
+    assert all(np.isfinite(r["train/loss"]) for r in logged[:-1]) and np.isnan(
+        logged[-1]["train/loss"]
+    )
     state, _ = restore_params(config, tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
     assert np.isfinite(results["test/loss"])
@@ -329,6 +346,120 @@ def test_config_errors(tmp_path):
     config.task = "segmentation_of_dreams"
     with pytest.raises(ValueError, match=r"unknown task.*classification"):
         loop.train_and_evaluate(config, tmp_path)
+
+
+def test_a_best_metric_the_evaluator_does_not_report_is_refused_before_training(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"best_metric='test/acc' is not a metric the classification evaluator reports on "
+        r"data.eval_split='test'; it reports: test/accuracy, test/loss, test/num_examples$",
+    ):
+        loop.train_and_evaluate(make_config(best_metric="test/acc"), tmp_path)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_resume_names_config_changes_refuses_unsafe_ones_and_records_allowed(tmp_path, capsys):
+    loop.train_and_evaluate(make_config(num_steps=4, eval_every=100), tmp_path)
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    changed = make_config(num_steps=6, eval_every=100)
+    changed.optimizer.learning_rate, changed.data.batch_size, changed.seed = 0.02, 8, 1
+    with pytest.raises(ConfigChangedError) as err:
+        loop.train_and_evaluate(changed, tmp_path)
+    assert re.search(
+        r"was trained with another config: data.batch_size 16 -> 8, "
+        r"optimizer.learning_rate 0.01 -> 0.02, seed 0 -> 1\. ",
+        str(err.value),
+    )
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics  # refused before any work
+    # accepted on purpose, with changes that are safe on resume: printed, recorded, reported
+    lr = make_config(num_steps=6, eval_every=100, log_every=3)
+    lr.optimizer.learning_rate = 0.02
+    capsys.readouterr()
+    results = loop.train_and_evaluate(lr, tmp_path, allow_config_change=True)
+    assert results["train/steps"] == 6
+    line = (
+        "optimizer.learning_rate 0.01 -> 0.02 (accepted by --allow-config-change), "
+        "train.log_every 2 -> 3 (safe on resume), train.num_steps 4 -> 6 (safe on resume)"
+    )
+    assert f"Config changes since step 4: {line}\n" in capsys.readouterr().out
+    records = [json.loads(row) for row in (tmp_path / "config_changes.jsonl").open()]
+    assert len(records) == 1 and records[0]["step"] == 4
+    assert records[0]["changes"][0] == {
+        "key": "optimizer.learning_rate",
+        "old": 0.01,
+        "new": 0.02,
+        "safe": False,
+    }
+    assert line in (tmp_path / "report.md").read_text()
+
+
+def test_eval_refuses_another_model_naming_the_key(tmp_path, monkeypatch):
+    from jaxcv.train import inference
+
+    monkeypatch.setattr(inference, "jdata", loop.jdata)
+    loop.train_and_evaluate(make_config(num_steps=2, eval_every=100), tmp_path)
+    config = make_config(num_steps=2)
+    config.model.channels = (4,)
+    with pytest.raises(ConfigChangedError, match=r"another model or optimizer: model.channels"):
+        inference.evaluate_checkpoint(config, tmp_path)
+    assert not (tmp_path / inference.EVAL_RESULTS_FILE).exists()
+
+
+def _disk_full_from(monkeypatch, step):
+    """Every checkpoint save from ``step`` on fails in orbax's background thread with the
+    OSError of a full disk, as when the disk fills during a save."""
+    import errno
+
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+
+    save = handler.JsonCheckpointHandler._save_fn
+
+    async def full(self, item, directory):
+        if int(directory.parent.name.split(".")[0]) >= step:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory / "metadata"))
+        return await save(self, item, directory)
+
+    monkeypatch.setattr(handler.JsonCheckpointHandler, "_save_fn", full)
+
+
+def test_a_full_disk_during_a_save_is_one_error_and_keeps_the_earlier_steps(tmp_path):
+    config = make_config(num_steps=8, checkpoint_every=2, eval_every=2)
+    with pytest.MonkeyPatch.context() as full, pytest.raises(CheckpointWriteError) as err:
+        _disk_full_from(full, 6)
+        loop.train_and_evaluate(config, tmp_path)
+    message = str(err.value)
+    assert re.fullmatch(
+        rf"cannot write {tmp_path}/checkpoints/6: no space left on the device \(.* free of .*\); "
+        rf"the steps saved before are intact \(2, 4\); the metrics of the \d steps trained are "
+        rf"in {tmp_path}/results.json",
+        message,
+    ), message
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["train/write_failed"] == 1.0 and results["train/steps"] >= 6
+    assert "6" not in os.listdir(tmp_path / "checkpoints")  # no finished step 6
+    _, steps = restore_params(config, tmp_path)
+    assert steps == [2, 4]
+    results = loop.train_and_evaluate(config, tmp_path)  # space again: it resumes from 4
+    assert results["train/steps"] == 8 and "train/write_failed" not in results
+
+
+def test_a_metrics_write_that_fails_names_the_file(tmp_path):
+    import errno
+
+    from jaxcv.errors import WriteError
+    from jaxcv.train.logging import MetricsWriter
+
+    class FullFile:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        flush = close = lambda self: None
+
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer._file = FullFile()
+    with pytest.raises(WriteError, match=rf"^cannot write {tmp_path}/metrics.jsonl: no space left"):
+        writer.write(1, {"train/loss": 1.0})
+    writer.close()
 
 
 def test_metrics_writer_round_trips_nonfinite_and_history_keeps_last(tmp_path):

@@ -50,12 +50,16 @@ def test_window_names_the_first_nonfinite_step():
     assert err.value.step == 12
 
 
-def test_window_counts_skipped_updates():
+def test_window_counts_skipped_updates_and_leaves_their_losses_out():
     window, _ = _window(stop_on_nonfinite=False)
     window.add({"loss": float("nan"), "nonfinite": 1.0})
+    window.add({"loss": 5.7e30, "nonfinite": 1.0})  # finite loss, overflowing gradients
     window.add({"loss": 1.0, "nonfinite": 0.0})
-    window.flush(2)
-    assert window.nonfinite_skipped == 1
+    means = window.flush(3)
+    assert means["loss"] == 1.0 and means["skipped"] == 2 and window.nonfinite_skipped == 2
+    window.add({"loss": float("nan"), "nonfinite": 1.0})
+    means = window.flush(4)
+    assert np.isnan(means["loss"]) and means["skipped"] == 1 and window.nonfinite_skipped == 3
 
 
 def test_runner_syncs_the_first_step_alone():
