@@ -97,7 +97,9 @@ def test_replace_settings_checks_overrides():
         replace_settings(Demo(), {"step": 3}, "Demo setting")
 
 
-@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+# Every experiment with a model of its own (rcnn_family nests one config per stage, each one
+# an experiment of its own here).
+@pytest.mark.parametrize("name", sorted(n for n in EXPERIMENTS if "model" in load_config(n)))
 def test_every_experiment_config_builds_its_task(name):
     """A config that worked before still does: every experiment's task sections read cleanly."""
     config = load_config(name)
