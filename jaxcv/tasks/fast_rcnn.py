@@ -194,24 +194,11 @@ class ProposalDetectionTask:
         Returns:
           ``class_logits (B, P, K + 1)`` and ``box_deltas (B, P, K + 1, 4)``.
         """
-        chunk = self.settings.test_chunk_size
-        num = proposals.shape[1]
-        if chunk == 0 or chunk >= num:
-            return self._apply(variables, images, proposals, False)[:2]
-        count = -(-num // chunk)
-        padded = jnp.pad(proposals, ((0, 0), (0, count * chunk - num), (0, 0)))
-        chunks = padded.reshape(proposals.shape[0], count, chunk, 4).swapaxes(0, 1)
-
-        def run(rois):
-            return self._apply(variables, images, rois, False)[:2]
-
-        logits, deltas = jax.lax.map(run, chunks)  # (count, B, chunk, ...)
-
-        def merge(x):
-            x = jnp.moveaxis(x, 0, 1)
-            return x.reshape(x.shape[0], count * chunk, *x.shape[3:])[:, :num]
-
-        return merge(logits), merge(deltas)
+        return map_roi_chunks(
+            lambda rois: self._apply(variables, images, rois, False)[:2],
+            proposals,
+            self.settings.test_chunk_size,
+        )
 
     def predict_fn(self, variables: dict, batch: dict[str, Any]) -> dict[str, Array]:
         """Detections for ``batch['image'] (B, H, W, 3)`` and its ``proposals``.
@@ -223,25 +210,52 @@ class ProposalDetectionTask:
           ``pred_classes (B, D)`` int32 in ``1..K``, ``pred_valid (B, D)`` bool,
           ``D = detections_per_image``.
         """
+        images, proposals, _ = self._inputs(batch)
+        logits, deltas = self.score_proposals(variables, images, proposals)
+        return self.detections(batch, logits, deltas, self.settings.box_score_threshold)
+
+    def detections(
+        self, batch, scores: Array, deltas: Array, score_threshold: float, class_scores=False
+    ) -> dict[str, Array]:
+        """:func:`~jaxcv.tasks.detection.postprocess_detections` of ``batch``'s proposals with
+        ``scores (B, P, K + 1)`` logits (or, with ``class_scores``, ``(B, P, K)`` scores taken
+        as they are) and their deltas, then :func:`~jaxcv.tasks.detection.detection_outputs`."""
         s = self.settings
         images, proposals, proposal_valid = self._inputs(batch)
-        logits, deltas = self.score_proposals(variables, images, proposals)
         out = postprocess_detections(
-            logits,
+            scores,
             deltas,
             proposals,
             proposal_valid,
             images.shape[1:3],
-            score_threshold=s.box_score_threshold,
+            score_threshold=score_threshold,
             nms_threshold=s.box_nms_threshold,
             detections_per_image=s.detections_per_image,
             min_size=s.box_min_size,
+            class_scores=class_scores,
         )
         return detection_outputs(out, batch, images.shape[1:3])
 
     def make_evaluator(self) -> DetectionEvaluator:
         """A fresh :class:`~jaxcv.tasks.detection.DetectionEvaluator`."""
         return DetectionEvaluator()
+
+
+def map_roi_chunks(fn, rois: Array, chunk: int):
+    """``fn(rois (B, C, 4)) -> pytree of (B, C, ...)`` over ``rois (B, R, 4)`` in chunks of
+    ``chunk`` RoIs (0: all at once); a ``lax.map`` over the chunks bounds the memory."""
+    num = rois.shape[1]
+    if chunk == 0 or chunk >= num:
+        return fn(rois)
+    count = -(-num // chunk)
+    padded = jnp.pad(rois, ((0, 0), (0, count * chunk - num), (0, 0)))
+    out = jax.lax.map(fn, padded.reshape(rois.shape[0], count, chunk, 4).swapaxes(0, 1))
+
+    def merge(x):  # (count, B, chunk, ...) -> (B, R, ...)
+        x = jnp.moveaxis(x, 0, 1)
+        return x.reshape(x.shape[0], count * chunk, *x.shape[3:])[:, :num]
+
+    return jax.tree.map(merge, out)
 
 
 class FastRCNNTask(ProposalDetectionTask):

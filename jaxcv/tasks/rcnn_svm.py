@@ -74,8 +74,7 @@ import numpy as np
 from jaxcv import types
 from jaxcv.models.rcnn import RCNN
 from jaxcv.ops.boxes import box_iou, encode_boxes
-from jaxcv.tasks.detection import detection_outputs, postprocess_detections
-from jaxcv.tasks.fast_rcnn import ProposalDetectionSettings
+from jaxcv.tasks.fast_rcnn import ProposalDetectionSettings, map_roi_chunks
 from jaxcv.tasks.rcnn import RCNNTask
 from jaxcv.tasks.rcnn_targets import ROI_BOX_WEIGHTS, batch_ground_truth
 from jaxcv.tasks.settings import settings_from_config
@@ -434,28 +433,11 @@ def _model_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in variables.items() if k != SVM_COLLECTION}
 
 
-def _map_chunks(fn, rois: Array, chunk: int):
-    """``fn(rois (B, C, 4)) -> pytree of (B, C, ...)`` over ``rois (B, R, 4)`` in chunks of
-    ``chunk`` (0: all at once), as ``ProposalDetectionTask.score_proposals``."""
-    num = rois.shape[1]
-    if chunk == 0 or chunk >= num:
-        return fn(rois)
-    count = -(-num // chunk)
-    padded = jnp.pad(rois, ((0, 0), (0, count * chunk - num), (0, 0)))
-    out = jax.lax.map(fn, padded.reshape(rois.shape[0], count, chunk, 4).swapaxes(0, 1))
-
-    def merge(x):
-        x = jnp.moveaxis(x, 0, 1)
-        return x.reshape(x.shape[0], count * chunk, *x.shape[3:])[:, :num]
-
-    return jax.tree.map(merge, out)
-
-
 def _feature_fn(model: RCNN, chunk: int):
     """Jitted ``(variables, images, rois) -> {"pool5", "fc7"}``, rois in chunks."""
 
     def run(variables, images, rois):
-        return _map_chunks(
+        return map_roi_chunks(
             lambda r: model.apply(variables, images, r, method=RCNN.features), rois, chunk
         )
 
@@ -748,7 +730,7 @@ class RCNNSVMTask(RCNNTask):
             out = self.model.apply(model_variables, images, rois, method=RCNN.features)
             return svm_outputs(tree, out["pool5"], out["fc7"])
 
-        return _map_chunks(run, proposals, self.settings.test_chunk_size)
+        return map_roi_chunks(run, proposals, self.settings.test_chunk_size)
 
     def predict_fn(self, variables: dict, batch: dict[str, Any]) -> dict[str, Array]:
         """Detections from the SVM scores and ridge boxes of every proposal.
@@ -764,19 +746,7 @@ class RCNNSVMTask(RCNNTask):
           ``pred_classes (B, D)`` int32 in ``1..K``, ``pred_valid (B, D)``,
           ``D = detections_per_image``.
         """
-        s = self.settings
-        images, proposals, proposal_valid = self._inputs(batch)
+        images, proposals, _ = self._inputs(batch)
         scores, deltas = self.svm_scores(variables, images, proposals)
-        out = postprocess_detections(
-            scores,
-            deltas,
-            proposals,
-            proposal_valid,
-            images.shape[1:3],
-            score_threshold=self.svm_settings.score_threshold,
-            nms_threshold=s.box_nms_threshold,
-            detections_per_image=s.detections_per_image,
-            min_size=s.box_min_size,
-            class_scores=True,
-        )
-        return detection_outputs(out, batch, images.shape[1:3])
+        threshold = self.svm_settings.score_threshold
+        return self.detections(batch, scores, deltas, threshold, class_scores=True)
