@@ -1,7 +1,13 @@
 """`jaxcv train rcnn_family`: every stage smoke-runs, the table's keys are written, a rerun reads
-the finished stages instead of training them again, and a changed config is refused."""
+the finished stages instead of training them again, and a changed config is refused.
+
+The smoke run compiles five detectors and a classifier (about 2 minutes of one core, most of the
+suite's 15-minute budget left on 2 cores): it runs with JAXCV_SLOW_TESTS=1, as the VGG-16 smoke
+runs of tests/test_experiments.py do.
+"""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -52,6 +58,12 @@ EXPECTED = [
 ]
 
 
+slow = pytest.mark.skipif(
+    os.environ.get("JAXCV_SLOW_TESTS") != "1",
+    reason="the whole study, smoke-sized: set JAXCV_SLOW_TESTS=1",
+)
+
+
 @pytest.fixture(scope="module")
 def family_run(builtin_data_dir, tmp_path_factory):
     config = experiments.load_config("rcnn_family", SMOKE)
@@ -63,6 +75,7 @@ def family_run(builtin_data_dir, tmp_path_factory):
     return config, workdir, experiments.run(config, workdir)
 
 
+@slow
 @pytest.mark.slow
 def test_every_stage_runs_and_the_table_is_written(family_run):
     _, workdir, results = family_run
@@ -89,6 +102,7 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
     assert results["rcnn/test/mAP50"] == saved["rcnn/test/mAP50"]
 
 
+@slow
 @pytest.mark.slow
 def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
     config, workdir, results = family_run
