@@ -48,7 +48,7 @@ PACKAGE = "jaxcv_experiments"
 
 # Explicit ``config.study`` name -> "module:function" of a driver ``(config, workdir) -> results``
 # for experiments that need more than one training run (imported only when used). A table rather
-# than a scan: the drivers are library functions with no common marker, and six lines say where
+# than a scan: the drivers are library functions with no common marker, and a few lines say where
 # each study's code is.
 STUDIES: dict[str, str] = {
     "ae_pca": "jaxcv.studies.unsupervised:run_unsupervised_study",
@@ -58,6 +58,8 @@ STUDIES: dict[str, str] = {
     "overfeat": "jaxcv.studies.overfeat:run_overfeat",
     "transfer": "jaxcv.studies.transfer:run_transfer",
     "rcnn_family": "jaxcv.studies.rcnn_family:run_rcnn_family",
+    "segmentation_family": "jaxcv.studies.segmentation_family:run_segmentation_family",
+    "overfeat_family": "jaxcv.studies.overfeat_family:run_overfeat_family",
 }
 
 #: A folder of experiment modules to use instead of the shipped ones.

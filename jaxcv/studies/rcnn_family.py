@@ -33,7 +33,6 @@ which the pre-trained Faster R-CNN's validation mAP@0.5 reaches the scratch run'
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -45,19 +44,23 @@ from jaxcv import data as jdata
 from jaxcv.models.svd import truncate_fc_layers
 from jaxcv.studies.detector_timing import SearchCache, test_images, time_detector
 from jaxcv.studies.engine import markdown_table, write_study_outputs
+from jaxcv.studies.stages import (
+    STAGE_CONFIG_FILE,
+    claim,
+    derived_stage,
+    section_config,
+    steps_to_reach,
+    train_stage,
+)
 from jaxcv.tasks.rcnn_svm import SVM_COLLECTION, RCNNSVMTask, fit_svms, svm_settings_from_config
 from jaxcv.train.evaluation import evaluate
 from jaxcv.train.inference import restore_run
-from jaxcv.train.logging import metric_history, read_metrics
-from jaxcv.train.loop import train_and_evaluate
-from jaxcv.train.outputs import RESULTS_FILE, write_results
 from jaxcv.train.parallel import Parallel
 from jaxcv.train.runtime import build_task, make_eval_pipeline, make_model
 from jaxcv.train.step import make_eval_step
 
-__all__ = ["DETECTORS", "STAGE_CONFIG_FILE", "run_rcnn_family"]
+__all__ = ["DETECTORS", "STAGE_CONFIG_FILE", "run_rcnn_family", "steps_to_reach"]
 
-STAGE_CONFIG_FILE = "stage_config.json"
 #: The rows of the table: stage -> what it is.
 DETECTORS = {
     "rcnn": "R-CNN (softmax), pre-trained trunk",
@@ -70,60 +73,6 @@ DETECTORS = {
     "faster_rcnn_scratch_10pct": "Faster R-CNN, scratch, 10% of train",
 }
 METRIC = "mAP50"
-
-
-def _stage_config(config, stage: str, section: str, **changes: Any) -> ml_collections.ConfigDict:
-    """``config.<section>`` for ``stage``: the family's ``data.data_dir``, the name
-    ``<family>/<stage>`` (the pre-training keeps its own, so its run is reusable) and
-    ``changes`` (dotted keys)."""
-    stage_config = copy.deepcopy(config[section])
-    stage_config.data.data_dir = config.data.data_dir
-    if stage != "pretrain":
-        stage_config.name = f"{config.name}/{stage}"
-    for key, value in changes.items():
-        node = stage_config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return stage_config
-
-
-def _claim(folder: Path, stage_config: ml_collections.ConfigDict) -> None:
-    """Record the config a stage folder is for, or refuse a folder started with another."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / STAGE_CONFIG_FILE
-    text = stage_config.to_json(sort_keys=True, indent=1)
-    if path.exists() and path.read_text() != text:
-        old, new = json.loads(path.read_text()), json.loads(text)
-        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(
-            f"{folder} was started with another config (sections {', '.join(differ)} differ); "
-            "use another --workdir, or delete that folder to redo the stage"
-        )
-    path.write_text(text)
-
-
-def _finished(folder: Path) -> dict[str, float] | None:
-    path = folder / RESULTS_FILE
-    if not path.exists():
-        return None
-    results = json.loads(path.read_text())
-    return None if results.get("train/interrupted") else results
-
-
-def _train(stage_config, folder: Path) -> dict[str, float]:
-    """A training stage: its finished results, else (resumed) training."""
-    _claim(folder, stage_config)
-    done = _finished(folder)
-    if done is not None:
-        print(f"{folder.name}: finished before, read {folder / RESULTS_FILE}")
-        return done
-    print(f"{folder.name}: training {stage_config.name} in {folder}")
-    results = train_and_evaluate(stage_config, folder)
-    if results.get("train/interrupted"):
-        raise KeyboardInterrupt(f"{folder.name} interrupted; rerun to resume")
-    return results
 
 
 def _evaluate(stage_config, task, state, split: str) -> dict[str, float]:
@@ -182,30 +131,6 @@ def _svd_model(fast_config, ranks, folder: Path):
     params, errors = truncate_fc_layers(state.params, svd_config.model.svd_ranks)
     task = build_task(svd_config, make_model(svd_config, info))
     return svd_config, task, state.replace(params=params), step, errors
-
-
-def _derived(folder: Path, compute) -> dict[str, float]:
-    """A stage that fits or converts rather than trains: its saved results, else ``compute()``'s
-    (written to ``folder/results.json``)."""
-    done = _finished(folder)
-    if done is not None:
-        return done
-    results = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    write_results(folder, results)
-    return results
-
-
-def steps_to_reach(run_dir: Path, reference_dir: Path, metric: str) -> tuple[float, float]:
-    """``(step, reference steps)``: the first evaluated step at which ``run_dir``'s ``metric``
-    reaches the final value of ``reference_dir``'s (NaN if never), and the reference's last
-    evaluated step."""
-    ref_steps, ref_values = metric_history(read_metrics(reference_dir), metric)
-    steps, values = metric_history(read_metrics(run_dir), metric)
-    if not len(ref_steps) or not len(steps):
-        raise ValueError(f"no {metric!r} in {run_dir} or {reference_dir} (metrics.jsonl)")
-    reached = steps[values >= ref_values[-1]]
-    return (float(reached[0]) if len(reached) else float("nan")), float(ref_steps[-1])
 
 
 def _row(stage: str, stage_results: dict[str, float], split: str) -> dict[str, float]:
@@ -274,31 +199,31 @@ def run_rcnn_family(config: ml_collections.ConfigDict, workdir: str | Path) -> d
     workdir = Path(workdir)
     fam = config.family
     pretrain_dir = workdir / "pretrain"
-    _train(_stage_config(config, "pretrain", "pretrain"), pretrain_dir)
+    train_stage(section_config(config, "pretrain", "pretrain", keep_name=True), pretrain_dir)
     init = {"model.init_from": str(pretrain_dir.resolve())}
     stages = {
-        "faster_rcnn": _stage_config(config, "faster_rcnn", "faster_rcnn", **init),
-        "fast_rcnn": _stage_config(config, "fast_rcnn", "fast_rcnn", **init),
-        "rcnn": _stage_config(config, "rcnn", "rcnn", **init),
-        "faster_rcnn_scratch": _stage_config(config, "faster_rcnn_scratch", "faster_rcnn"),
+        "faster_rcnn": section_config(config, "faster_rcnn", "faster_rcnn", **init),
+        "fast_rcnn": section_config(config, "fast_rcnn", "fast_rcnn", **init),
+        "rcnn": section_config(config, "rcnn", "rcnn", **init),
+        "faster_rcnn_scratch": section_config(config, "faster_rcnn_scratch", "faster_rcnn"),
     }
     if fam.small_train_split:
         small = {"data.train_split": fam.small_train_split}
-        stages["faster_rcnn_10pct"] = _stage_config(
+        stages["faster_rcnn_10pct"] = section_config(
             config, "faster_rcnn_10pct", "faster_rcnn", **init, **small
         )
-        stages["faster_rcnn_scratch_10pct"] = _stage_config(
+        stages["faster_rcnn_scratch_10pct"] = section_config(
             config, "faster_rcnn_scratch_10pct", "faster_rcnn", **small
         )
     results: dict[str, float] = {}
     for stage, stage_config in stages.items():
-        stage_results = _train(stage_config, workdir / stage)
+        stage_results = train_stage(stage_config, workdir / stage)
         results.update(_row(stage, stage_results, stage_config.data.test_split))
 
     rcnn_config, fast_config = stages["rcnn"], stages["fast_rcnn"]
     svm_dir, svd_dir = workdir / "rcnn_svm", workdir / "fast_rcnn_svd"
-    _claim(svm_dir, ml_collections.ConfigDict({"rcnn": rcnn_config, "svm": config.svm}))
-    _claim(svd_dir, ml_collections.ConfigDict({"fast_rcnn": fast_config, "ranks": fam.svd_ranks}))
+    claim(svm_dir, ml_collections.ConfigDict({"rcnn": rcnn_config, "svm": config.svm}))
+    claim(svd_dir, ml_collections.ConfigDict({"fast_rcnn": fast_config, "ranks": fam.svd_ranks}))
 
     def svm_stage():
         task, state, step, stats = _svm_model(rcnn_config, config, svm_dir)
@@ -316,7 +241,7 @@ def run_rcnn_family(config: ml_collections.ConfigDict, workdir: str | Path) -> d
         ("rcnn_svm", svm_stage, rcnn_config.data.test_split),
         ("fast_rcnn_svd", svd_stage, fast_config.data.test_split),
     ):
-        results.update(_row(stage, _derived(workdir / stage, compute), split))
+        results.update(_row(stage, derived_stage(workdir / stage, compute), split))
 
     steps, total = steps_to_reach(
         workdir / "faster_rcnn",
@@ -337,7 +262,7 @@ def run_rcnn_family(config: ml_collections.ConfigDict, workdir: str | Path) -> d
         timed.append(("fast_rcnn_svd", svd_config, task, state.variables))
         return _timing(timed, int(fam.timing_images))
 
-    results.update(_derived(workdir / "timing", timing))
+    results.update(derived_stage(workdir / "timing", timing))
     info = jdata.get_info(config.data.name, data_dir=config.data.data_dir)
     notes = [
         f"{config.data.name} ({len(info.class_names)} classes): every detector fine-tuned from "
