@@ -68,8 +68,12 @@ DIR_ENV = "JAXCV_EXPERIMENTS_DIR"
 #: Optional keys :func:`load_config` adds, with these values, to configs that lack them (so
 #: ``--set`` reaches them). ``model.init_from``: a converted checkpoint or a run workdir to
 #: start training from (:mod:`jaxcv.train.init_from`); ``model.init_fresh``: modules that keep
-#: their fresh initialisation when starting from it.
-OPTIONAL_DEFAULTS: dict[str, object] = {"model.init_from": None, "model.init_fresh": []}
+#: their fresh initialisation when starting from it; ``model.init_drop``: its modules left out.
+OPTIONAL_DEFAULTS: dict[str, object] = {
+    "model.init_from": None,
+    "model.init_fresh": [],
+    "model.init_drop": [],
+}
 
 # Top-level run options every experiment accepts (``--set profile=true``), filled in by
 # :func:`load_config` when the experiment's file does not set them.

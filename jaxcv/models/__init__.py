@@ -50,6 +50,7 @@ from jaxcv.models.vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {
     "cnn": CNN,
+    "vgg": VGG,
     "vgg11": VGG11,
     "vgg11_bn": VGG11BN,
     "vgg16": VGG16,

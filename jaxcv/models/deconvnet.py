@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcv.models.fcn import at_input_scale
 from jaxcv.models.layers import batch_norm, check_images, conv, conv_kernel_init
 
 Dtype = Any
@@ -113,6 +114,9 @@ class DeconvNet(nn.Module):
       fc_width: channels of ``fc6`` and ``fc7`` (4096 in the paper).
       fc6_kernel: ``fc6``'s valid ``k x k`` kernel (7 in the paper: 7x7 -> 1x1).
       dropout_rate: dropout after ``fc6`` and ``fc7``.
+      input_scale: integer factor the images are bilinearly upsampled by before the network;
+        the logits are averaged over each ``s x s`` block back to the input size, as
+        :class:`jaxcv.models.fcn.FCN`'s ``input_scale`` (1: the paper's network).
       bn_axis_name: axis to synchronise BatchNorm statistics over under pmap, or None.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
@@ -123,6 +127,7 @@ class DeconvNet(nn.Module):
     fc_width: int = 4096
     fc6_kernel: int = 7
     dropout_rate: float = 0.5
+    input_scale: int = 1
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -150,7 +155,6 @@ class DeconvNet(nn.Module):
             name=name,
         )
 
-    @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Per-pixel class logits.
 
@@ -162,6 +166,11 @@ class DeconvNet(nn.Module):
           ``(B, H, W, num_classes)`` float32 logits.
         """
         check_images(images)
+        return at_input_scale(lambda x: self._logits(x, train), images, self.input_scale)
+
+    @nn.compact
+    def _logits(self, images: jax.Array, train: bool) -> jax.Array:
+        """``(B, H, W, K)`` float32 logits at the resolution of ``images``."""
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ValueError(f"num_classes must be a positive int; got {self.num_classes!r}")
         if not self.stages:

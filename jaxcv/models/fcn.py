@@ -71,6 +71,19 @@ def pad_to_multiple(images: jax.Array, multiple: int) -> jax.Array:
     return jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)))
 
 
+def at_input_scale(logits_fn, images: jax.Array, scale: int) -> jax.Array:
+    """``logits_fn`` run on ``images (B, H, W, C)`` bilinearly upsampled by the integer
+    ``scale``, its ``(B, sH, sW, K)`` logits averaged over each ``s x s`` block back to
+    ``(B, H, W, K)`` (exact alignment with half-pixel centres). ``scale`` 1 runs it as it is."""
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"input_scale must be a positive int; got {scale!r}")
+    if scale == 1:
+        return logits_fn(images)
+    b, h, w, c = images.shape
+    out = logits_fn(jax.image.resize(images, (b, h * scale, w * scale, c), "bilinear"))
+    return out.reshape(b, h, scale, w, scale, -1).mean(axis=(2, 4))
+
+
 def _square_conv(
     features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype, zero: bool = False
 ) -> nn.Conv:
@@ -209,14 +222,7 @@ class FCN(nn.Module):
           ``(B, H, W, num_classes)`` float32 logits.
         """
         check_images(images)
-        b, h, w, c = images.shape
-        s = self.input_scale
-        if s > 1:
-            images = jax.image.resize(images, (b, h * s, w * s, c), "bilinear")
-        out = self._logits(images, train)
-        if s > 1:
-            out = out.reshape(b, h, s, w, s, -1).mean(axis=(2, 4))
-        return out
+        return at_input_scale(lambda x: self._logits(x, train), images, self.input_scale)
 
     def _logits(self, images: jax.Array, train: bool) -> jax.Array:
         """``(B, H, W, K)`` float32 logits at the resolution of ``images``."""

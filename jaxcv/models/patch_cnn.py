@@ -14,6 +14,12 @@ window whose middle ``s x s`` block contains ``(y, x)`` (from row
 ``P x P``; pixels outside the image are 0 (the normalised mean colour). Several scales
 (``scales=(1, 2, 4)``) give a multi-scale input of growing context: the same conv trunk (shared
 weights) encodes each scale, and the classifier sees the concatenated features.
+
+The conv trunk is either the model's own ``channels`` stages (``conv1``, ``conv2``, ...) or, with
+``stages``, the first stages of a VGG-style trunk under ``backbone`` (:class:`~jaxcv.models.
+backbones.vgg.VGGBackbone`, optionally with BatchNorm): a classification run of a VGG with the
+same first stages is then a ``model.init_from`` for it (:mod:`jaxcv.train.trunk`), the patch
+CNN's pre-trained start.
 """
 
 from collections.abc import Sequence
@@ -23,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcv.models.backbones.vgg import VGGBackbone
 from jaxcv.models.layers import check_images, conv_kernel_init, max_pool, torch_linear_kernel_init
 
 Dtype = Any
@@ -93,6 +100,9 @@ class PatchCNN(nn.Module):
       patch_size: odd ``P`` (the receptive field at scale 1).
       scales: integer input scales (``(1,)``: single scale; ``(1, 2, 4)``: multi-scale).
       channels: widths of the ``3x3`` conv + ReLU + ``2x2`` max-pool stages (shared by scales).
+      stages: instead of ``channels``, VGG conv widths per stage (``((16,), (32,), (64, 64))``):
+        a :class:`VGGBackbone` named ``backbone``, its last pool classified (empty: ``channels``).
+      batch_norm: BatchNorm after every conv of ``stages``.
       hidden_units: width of the hidden FC layer (0 for none).
       dropout_rate: dropout after the hidden layer.
       dtype: compute dtype; param_dtype: parameter dtype.
@@ -102,6 +112,8 @@ class PatchCNN(nn.Module):
     patch_size: int = 33
     scales: Sequence[int] = (1,)
     channels: Sequence[int] = (32, 64, 64)
+    stages: Sequence[Sequence[int]] = ()
+    batch_norm: bool = False
     hidden_units: int = 128
     dropout_rate: float = 0.3
     dtype: Dtype = jnp.float32
@@ -119,7 +131,15 @@ class PatchCNN(nn.Module):
         n, s, p, _, c = patches.shape
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         x = patches.reshape(n * s, p, p, c).astype(self.dtype)
-        for i, width in enumerate(self.channels, start=1):
+        if self.stages:
+            trunk = VGGBackbone(
+                stages=tuple(tuple(w) for w in self.stages),
+                batch_norm=self.batch_norm,
+                name="backbone",
+                **kw,
+            )
+            x = trunk(x, train)[f"pool{len(self.stages)}"]
+        for i, width in enumerate(() if self.stages else self.channels, start=1):
             x = nn.Conv(
                 width,
                 (3, 3),

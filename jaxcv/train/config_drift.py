@@ -62,7 +62,7 @@ SAFE_ON_RESUME = frozenset(
 )
 #: ``model`` keys that say where the weights start, not what the model is (a resumed or
 #: restored run takes its weights from its checkpoint).
-INIT_KEYS = ("init_from", "init_fresh")
+INIT_KEYS = ("init_from", "init_fresh", "init_drop")
 CHANGES_FILE = "config_changes.jsonl"
 _ABSENT = "(absent)"
 

@@ -25,6 +25,10 @@ what kept its fresh initialisation.
 their fresh initialisation whether or not the source has them: a Mask R-CNN starts from a
 Faster R-CNN run with ``init_fresh=["mask_head"]`` (the source has no mask branch), and a module
 can be re-initialised on purpose. A name that matches no module of the model is an error.
+``model.init_drop`` lists the source's modules that have no place in the model and are left out
+on purpose: FCN-16s starts from an FCN-32s run with ``init_drop=["upscore32"]`` (and its new
+``upscore2``, ``score_pool4``, ``upscore16`` in ``init_fresh``), as the FCN paper trains them. A
+name that matches no module of the source is an error.
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ def merge_variables(
     *,
     num_classes: int | None = None,
     fresh: tuple[str, ...] | list[str] = (),
+    drop: tuple[str, ...] | list[str] = (),
 ) -> tuple[dict, list[str]]:
     """Take ``source``'s values for ``target``'s variables, keeping new heads from ``target``.
 
@@ -160,6 +165,7 @@ def merge_variables(
         equal to this, is a re-initialised head (None: any last-axis change).
       fresh: '/'-joined module paths whose variables keep ``target``'s values (``source`` may
         lack them).
+      drop: '/'-joined module paths of ``source`` left out (the model lacks them).
 
     Returns:
       ``(variables, kept)``: ``target``-shaped variables (target dtypes) and the '/'-joined
@@ -179,10 +185,20 @@ def merge_variables(
             f"model.init_fresh names modules the model does not have: {unmatched}; "
             f"its modules include {modules[:20]}"
         )
-    # Fresh modules take no part in the checks below: only the other variables must match.
+    dropped = tuple(_module_path(d) for d in drop)
+    unmatched = [
+        d for d, p in zip(drop, dropped, strict=True) if not any(_under(s, (p,)) for s in flat_s)
+    ]
+    if unmatched:
+        modules = sorted({"/".join(s[1:-1]) for s in flat_s if len(s) > 2})
+        raise InitFromError(
+            f"model.init_drop names modules init_from does not have: {unmatched}; "
+            f"its modules include {modules[:20]}"
+        )
+    # Fresh and dropped modules take no part in the checks below: the others must match.
     flat_all = flat_t
     flat_t = {p: v for p, v in flat_all.items() if not _under(p, prefixes)}
-    flat_s = {p: v for p, v in flat_s.items() if not _under(p, prefixes)}
+    flat_s = {p: v for p, v in flat_s.items() if not _under(p, prefixes + dropped)}
     missing = sorted("/".join(p) for p in set(flat_t) - set(flat_s))
     unexpected = sorted("/".join(p) for p in set(flat_s) - set(flat_t))
     modules: dict[Path_, list[Path_]] = {}
@@ -229,6 +245,7 @@ def init_state_from(
     *,
     num_classes: int | None = None,
     fresh: tuple[str, ...] | list[str] = (),
+    drop: tuple[str, ...] | list[str] = (),
     log: Callable[[str], None] = print,
 ) -> Any:
     """A :class:`jaxcv.train.state.TrainState` whose variables come from ``path``.
@@ -238,6 +255,8 @@ def init_state_from(
       path: ``model.init_from`` (see the module docstring).
       num_classes: the model's ``num_classes`` (identifies re-initialised heads), or None.
       fresh: ``model.init_fresh``: modules that keep their initialisation.
+      drop: ``model.init_drop``: modules of the source left out (not used for a classifier
+        source, whose unused modules are left out anyway).
       log: where the summary and the names of re-initialised heads are reported.
 
     Raises:
@@ -257,7 +276,7 @@ def init_state_from(
             model_state={**state.model_state, **merged},
             opt_state=state.tx.init(params),
         )
-    merged, kept = merge_variables(target, source, num_classes=num_classes, fresh=fresh)
+    merged, kept = merge_variables(target, source, num_classes=num_classes, fresh=fresh, drop=drop)
     params = merged.pop("params")
     kept_prefixes = tuple(_module_path(k) for k in kept)
     count = sum(
@@ -270,6 +289,8 @@ def init_state_from(
     for module in kept:
         why = "model.init_fresh" if module in fresh_names else "its output size differs: a new head"
         log(f"init_from: {module} keeps its fresh initialisation ({why})")
+    for module in drop:
+        log(f"init_from: {'/'.join(_module_path(module))} of the source left out (model.init_drop)")
     return state.replace(
         params=params, model_state={**state.model_state, **merged}, opt_state=state.tx.init(params)
     )

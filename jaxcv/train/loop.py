@@ -216,6 +216,7 @@ def _restore_or_init_from(config, workdir: Path, state, checkpointer) -> tuple[A
             config.model.init_from,
             num_classes=config.model.get("num_classes"),
             fresh=tuple(config.model.get("init_fresh") or ()),
+            drop=tuple(config.model.get("init_drop") or ()),
         )
     return state, 0
 

@@ -90,6 +90,18 @@ def test_init_fresh_modules_keep_their_initialisation_and_may_be_absent_from_the
         init_from.merge_variables(target, source, fresh=["mask_haed"])
 
 
+def test_init_drop_leaves_out_source_modules_the_model_lacks():
+    target, source = _vars(out=10), _vars(out=10)
+    source["params"]["upscore32"] = {"kernel": np.full((4, 4, 10, 10), 3.0, np.float32)}
+    with pytest.raises(init_from.InitFromError, match=r"unexpected in init_from.*upscore32"):
+        init_from.merge_variables(target, source, num_classes=10)
+    merged, kept = init_from.merge_variables(target, source, num_classes=10, drop=["upscore32"])
+    assert kept == [] and set(_flat(merged)) == set(_flat(target))
+    np.testing.assert_array_equal(merged["params"]["logits"]["kernel"], 1.0)
+    with pytest.raises(init_from.InitFromError, match=r"init_drop names modules.*'upscore16'"):
+        init_from.merge_variables(target, source, drop=["upscore16"])
+
+
 def test_a_classifier_gives_another_model_its_trunk_and_the_log_says_what(tmp_path):
     import dataclasses
 
