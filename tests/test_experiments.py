@@ -71,8 +71,9 @@ def test_every_experiment_is_listed():
 TRAINED = sorted(
     n for n in experiments.EXPERIMENTS if experiments.load_config(n).get("study") is None
 )
-# rcnn_family nests one whole config per stage: tests/test_rcnn_family.py shrinks each.
-STUDIES = sorted(set(experiments.EXPERIMENTS) - set(TRAINED) - {"rcnn_family"})
+# The family studies nest one whole config per stage: tests/test_<family>.py shrinks each.
+FAMILIES = {"rcnn_family", "segmentation_family", "overfeat_family"}
+STUDIES = sorted(set(experiments.EXPERIMENTS) - set(TRAINED) - FAMILIES)
 # Study-specific keys shrunk for a smoke run (only those a config has are set).
 STUDY_SMOKE = {
     "unsupervised.latent_sizes": "(2,)",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxcv import experiments
-from jaxcv.studies import rcnn_family
+from jaxcv.studies import rcnn_family, stages
 from jaxcv.train.logging import MetricsWriter
 
 TRAIN = [
@@ -110,7 +110,7 @@ def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monk
     def no_training(*args, **kwargs):
         raise AssertionError("a finished stage was trained again")
 
-    monkeypatch.setattr(rcnn_family, "train_and_evaluate", no_training)
+    monkeypatch.setattr(stages, "train_and_evaluate", no_training)
     monkeypatch.setattr(rcnn_family, "fit_svms", no_training)
     again = experiments.run(config, workdir)
     for key in EXPECTED[:6]:  # the stored figures, not new ones

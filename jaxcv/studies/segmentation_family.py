@@ -1,0 +1,225 @@
+"""The segmentation family from one pre-trained trunk: patch CNN, FCN-32s/16s/8s, DeconvNet.
+
+``run_segmentation_family(config, workdir)`` (``jaxcv train segmentation_family``,
+``experiments/segmentation_family.py`` has the config) runs these stages, each in its own folder
+of ``workdir`` (:mod:`jaxcv.studies.stages`: a finished stage is read, an unfinished training
+resumes, a folder started with another config is refused):
+
+1. ``pretrain``: ``config.pretrain``, a VGG classifier whose trunk and ``fc6``/``fc7`` the
+   segmenters share;
+2. ``fcn32s``, ``deconvnet``, ``patch_cnn``: ``config.<stage>`` with ``model.init_from`` the
+   pre-trained run; ``fcn16s`` from the trained ``fcn32s`` and ``fcn8s`` from ``fcn16s``, as the
+   FCN paper trains them: the coarser net's layers are kept, its last upsampling is left out
+   (``model.init_drop``) and the new skip and upsampling layers start fresh
+   (``model.init_fresh``: score layers zero, upsampling bilinear, so the finer net starts from
+   the coarser net's scores). Each selects its checkpoint on ``data.eval_split`` and tests
+   ``data.test_split`` once (:func:`jaxcv.train.loop.train_and_evaluate`);
+3. ``deconvnet_fcn8s_ensemble``: the mean of DeconvNet's and FCN-8s' per-pixel softmax maps
+   (the DeconvNet paper's ensemble), on FCN-8s' test split;
+4. ``timing``: inference seconds per test image at batch 1 (median over ``family.timing_images``
+   images after a warm-up call) of each model, and ``patch_cnn_over_fcn8s`` (the ratio).
+
+``results.json`` keys: ``<model>/test/mIoU``, ``/pixel_accuracy``, ``/mean_accuracy``,
+``/fwIoU``, ``/class_iou/<k>``, ``<model>/test_split`` (a string in the report only),
+``<model>/selected_step``, ``<model>/train_wall_s``; ``<model>/s_per_image`` and
+``patch_cnn_over_fcn8s``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcv import data as jdata
+from jaxcv.studies.engine import markdown_table, write_study_outputs
+from jaxcv.studies.stages import claim, derived_stage, section_config, train_stage
+from jaxcv.tasks.segmentation import METRIC_KEYS, PRED_KEY
+from jaxcv.train.inference import restore_run
+from jaxcv.train.runtime import make_eval_pipeline
+
+__all__ = ["ENSEMBLE", "MODELS", "run_segmentation_family"]
+
+#: The rows of the table: stage -> what it is.
+MODELS = {
+    "patch_cnn": "Patch CNN (every pixel's multi-scale patch classified)",
+    "fcn32s": "FCN-32s",
+    "fcn16s": "FCN-16s (from FCN-32s)",
+    "fcn8s": "FCN-8s (from FCN-16s)",
+    "deconvnet": "DeconvNet",
+}
+ENSEMBLE = "deconvnet_fcn8s_ensemble"
+#: FCN stage -> (the stage it starts from, modules left out of it, its new modules).
+FCN_CHAIN = {
+    "fcn16s": ("fcn32s", ["upscore32"], ["upscore2", "score_pool4", "upscore16"]),
+    "fcn8s": ("fcn16s", ["upscore16"], ["upscore_pool4", "score_pool3", "upscore8"]),
+}
+RESULT_KEYS = (*METRIC_KEYS, "num_examples")
+
+
+def _row(stage: str, results: dict[str, float], split: str) -> dict[str, float]:
+    """``<stage>/test/<metric>`` (and per-class IoU) from a stage's results on ``split``."""
+    out = {
+        f"{stage}/test/{key[len(split) + 1 :]}": float(value)
+        for key, value in results.items()
+        if key.startswith(f"{split}/") and not key.endswith("/loss")
+    }
+    for key, name in (("train/selected_step", "selected_step"), ("train/wall_s", "train_wall_s")):
+        if key in results:
+            out[f"{stage}/{name}"] = float(results[key])
+    return out
+
+
+def _segment(config, predict, variables, split: str, task) -> dict[str, float]:
+    """``predict(variables, images) -> (B, H, W, K) probabilities`` evaluated on ``split``:
+    ``{"<split>/<metric>": value}`` from ``task``'s evaluator."""
+    evaluator = task.make_evaluator()
+    fn = jax.jit(lambda v, x: jnp.argmax(predict(v, x), axis=-1).astype(jnp.int32))
+    for batch in make_eval_pipeline(config, split).as_numpy_iterator():
+        evaluator.update(batch, {PRED_KEY: np.asarray(fn(variables, batch["image"]))})
+    return {f"{split}/{k}": float(v) for k, v in evaluator.result().items()}
+
+
+def _probabilities(task):
+    """``(variables, images) -> (B, H, W, K)`` softmax of ``task``'s dense logits."""
+    return lambda variables, images: jax.nn.softmax(task.dense_logits(variables, images), axis=-1)
+
+
+def _ensemble(stages, workdir: Path) -> dict[str, float]:
+    """The DeconvNet paper's ensemble: the mean of DeconvNet's and FCN-8s' softmax maps, on
+    FCN-8s' test split."""
+    members = [restore_run(stages[s], workdir / s, which="best") for s in ("deconvnet", "fcn8s")]
+    probs = [_probabilities(task) for task, *_ in members]
+    variables = [state.variables for _, state, *_ in members]
+
+    def predict(variables, images):
+        return sum(p(v, images) for p, v in zip(probs, variables, strict=True)) / len(probs)
+
+    fcn8s = stages["fcn8s"]
+    return _segment(fcn8s, predict, variables, fcn8s.data.test_split, members[1][0])
+
+
+def _seconds_per_image(config, task, variables, num_images: int) -> float:
+    """Median wall seconds of one test image (batch 1, jitted argmax map, after a warm-up)."""
+    images = []
+    for batch in make_eval_pipeline(config, config.data.test_split).as_numpy_iterator():
+        images += list(batch["image"][np.asarray(batch["example_valid"], bool)])
+        if len(images) > num_images:
+            break
+    predict = _probabilities(task)
+    fn = jax.jit(lambda v, x: jnp.argmax(predict(v, x), axis=-1))
+    jax.block_until_ready(fn(variables, images[0][None]))
+    times = []
+    for image in images[1 : num_images + 1]:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(variables, image[None]))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _timing(stages, workdir: Path, num_images: int) -> dict[str, float]:
+    out = {}
+    for stage in MODELS:
+        task, state, _, _ = restore_run(stages[stage], workdir / stage, which="best")
+        out[f"{stage}/s_per_image"] = _seconds_per_image(
+            stages[stage], task, state.variables, num_images
+        )
+    out["patch_cnn_over_fcn8s"] = out["patch_cnn/s_per_image"] / out["fcn8s/s_per_image"]
+    out["timing_images"] = float(num_images)
+    return out
+
+
+def _report_sections(results: dict[str, float], splits: dict[str, str]):
+    rows = []
+    for stage, what in {**MODELS, ENSEMBLE: "DeconvNet + FCN-8s ensemble"}.items():
+        rows.append(
+            (
+                what,
+                splits[stage],
+                *(results.get(f"{stage}/test/{k}", "-") for k in METRIC_KEYS),
+                results.get(f"{stage}/s_per_image", "-"),
+            )
+        )
+    table = markdown_table(
+        ("model", "test split", "pixel acc.", "mean acc.", "mIoU", "fwIoU", "s/image"), rows
+    )
+    num_classes = max(
+        (int(k.rsplit("/", 1)[1]) + 1 for k in results if "/test/class_iou/" in k), default=0
+    )
+    per_class = markdown_table(
+        ("model", *(f"class {k}" for k in range(num_classes))),
+        [
+            (stage, *(results.get(f"{stage}/test/class_iou/{k}", "-") for k in range(num_classes)))
+            for stage in (*MODELS, ENSEMBLE)
+        ],
+    )
+    return [("The segmentation family", table), ("IoU per class (0 = background)", per_class)]
+
+
+def run_segmentation_family(
+    config: ml_collections.ConfigDict, workdir: str | Path
+) -> dict[str, float]:
+    """Run (or resume) every stage in ``workdir`` and write the table; see the module
+    docstring. Returns the flat results (also in ``workdir/results.json``)."""
+    wall_start = time.perf_counter()
+    workdir = Path(workdir)
+    pretrain_dir = workdir / "pretrain"
+    train_stage(section_config(config, "pretrain", "pretrain", keep_name=True), pretrain_dir)
+    init = {"model.init_from": str(pretrain_dir.resolve())}
+    stages = {
+        "fcn32s": section_config(config, "fcn32s", "fcn32s", **init),
+        "deconvnet": section_config(config, "deconvnet", "deconvnet", **init),
+        "patch_cnn": section_config(config, "patch_cnn", "patch_cnn", **init),
+    }
+    for stage, (source, drop, fresh) in FCN_CHAIN.items():
+        stages[stage] = section_config(
+            config,
+            stage,
+            stage,
+            **{
+                "model.init_from": str((workdir / source).resolve()),
+                "model.init_drop": drop,
+                "model.init_fresh": fresh,
+            },
+        )
+    results: dict[str, float] = {}
+    splits: dict[str, str] = {}
+    for stage in ("fcn32s", "fcn16s", "fcn8s", "deconvnet", "patch_cnn"):
+        split = stages[stage].data.test_split
+        results.update(_row(stage, train_stage(stages[stage], workdir / stage), split))
+        splits[stage] = split
+
+    ensemble_dir = workdir / ENSEMBLE
+    claim(ensemble_dir, ml_collections.ConfigDict({s: stages[s] for s in ("deconvnet", "fcn8s")}))
+    split = stages["fcn8s"].data.test_split
+    results.update(
+        _row(ENSEMBLE, derived_stage(ensemble_dir, lambda: _ensemble(stages, workdir)), split)
+    )
+    splits[ENSEMBLE] = split
+
+    timing_dir = workdir / "timing"
+    num_images = int(config.family.timing_images)
+    claim(timing_dir, ml_collections.ConfigDict({"models": dict(stages), "images": num_images}))
+    results.update(derived_stage(timing_dir, lambda: _timing(stages, workdir, num_images)))
+
+    info = jdata.get_info(config.data.name, data_dir=config.data.data_dir)
+    notes = [
+        f"{config.data.name} ({len(info.class_names)} object classes + background): every "
+        f"model fine-tuned from `{pretrain_dir}` (FCN-16s from FCN-32s, FCN-8s from FCN-16s); "
+        "checkpoints chosen on validation mIoU, each test split evaluated once.",
+        "Inference time per 128x128 test image at batch 1 on this machine (median), the patch "
+        f"CNN {results['patch_cnn_over_fcn8s']:.0f}x FCN-8s'.",
+    ]
+    write_study_outputs(
+        workdir,
+        config,
+        results,
+        _report_sections(results, splits),
+        notes=notes,
+        wall_start=wall_start,
+    )
+    return results

@@ -1,0 +1,148 @@
+"""`jaxcv train segmentation_family`: FCN-16s starts from FCN-32s as the FCN paper's does
+(checked on the network), every stage smoke-runs, the table's keys are written, a rerun reads
+the finished stages, and a changed config is refused.
+
+The whole-study smoke run compiles six networks (about 2 minutes of one core): it runs with
+JAXCV_SLOW_TESTS=1, as the R-CNN family's does.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcv import experiments
+from jaxcv.models.fcn import FCN
+from jaxcv.studies import segmentation_family, stages
+from jaxcv.train.init_from import merge_variables
+
+TRAIN = [
+    "train.num_steps=2",
+    "train.log_every=1",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "optimizer.warmup_steps=1",
+    "data.batch_size=8",
+    "data.eval_batch_size=8",
+    "data.eval_split='validation[:4]'",
+    "data.test_split='test[:4]'",
+    "data.train_split='train[:16]'",
+]
+SEGMENTERS = ("fcn32s", "fcn16s", "fcn8s", "deconvnet", "patch_cnn")
+SMOKE = [
+    *(f"{stage}.{key}" for stage in ("pretrain", *SEGMENTERS) for key in TRAIN),
+    "pretrain.train.best_metric='validation[:4]/accuracy'",
+    *(f"{stage}.train.best_metric='validation[:4]/mIoU'" for stage in SEGMENTERS),
+    *(f"{stage}.data.image_size=(64, 64)" for stage in SEGMENTERS),
+    "patch_cnn.data.image_size=(24, 24)",  # dense evaluation: 576 pixels' patches per image
+    "family.timing_images=2",
+]
+EXPECTED = [
+    *(f"{m}/test/{k}" for m in (*SEGMENTERS, "deconvnet_fcn8s_ensemble") for k in ("mIoU",)),
+    *(f"{m}/test/{k}" for k in ("pixel_accuracy", "mean_accuracy", "fwIoU") for m in SEGMENTERS),
+    "fcn8s/test/class_iou/0",
+    *(f"{m}/s_per_image" for m in SEGMENTERS),
+    "patch_cnn_over_fcn8s",
+]
+
+
+def _fcn(variant):
+    return FCN(
+        num_classes=3,
+        variant=variant,
+        stages=((4,), (4,), (8,), (8,), (8,)),
+        batch_norm=True,
+        fc_width=8,
+        fc6_kernel=3,
+        dropout_rate=0.0,
+    )
+
+
+@pytest.mark.parametrize(("coarse", "fine"), [("32s", "16s"), ("16s", "8s")])
+def test_a_finer_fcn_starts_from_the_coarser_ones_scores(coarse, fine):
+    """FCN_CHAIN's init_drop / init_fresh: the finer net takes every layer of the coarser one,
+    its new skip scores are zero, so its fused stride-16/8 scores are the coarser net's scores
+    upsampled (bilinear); the coarser net's last upsampling is left out."""
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 3))
+    coarse_vars = _fcn(coarse).init(jax.random.PRNGKey(1), images)
+    fine_vars = _fcn(fine).init(jax.random.PRNGKey(2), images)
+    stage = {"16s": "fcn16s", "8s": "fcn8s"}[fine]
+    _, drop, fresh = segmentation_family.FCN_CHAIN[stage]
+    merged, kept = merge_variables(fine_vars, coarse_vars, num_classes=3, drop=drop, fresh=fresh)
+    assert kept == fresh
+    _, coarse_out = _fcn(coarse).apply(coarse_vars, images, mutable=["intermediates"])
+    _, fine_out = _fcn(fine).apply(merged, images, mutable=["intermediates"])
+    inter_c, inter_f = coarse_out["intermediates"], fine_out["intermediates"]
+    np.testing.assert_allclose(inter_f["coarse_scores"][0], inter_c["coarse_scores"][0], atol=1e-6)
+    fused = "fused_pool4" if fine == "16s" else "fused_pool3"
+    source = inter_c["coarse_scores"][0] if fine == "16s" else inter_c["fused_pool4"][0]
+    up = jax.image.resize(source, (2, *inter_f[fused][0].shape[1:3], 3), "bilinear")
+    # The skip scores are exactly zero: the fused map is the upsampled coarser map (bilinear
+    # x2 with half-pixel centres, edges replicated by jax.image.resize vs zero-padded by the
+    # transposed conv: compared inside).
+    np.testing.assert_allclose(inter_f[fused][0][:, 1:-1, 1:-1], up[:, 1:-1, 1:-1], atol=1e-5)
+    assert not jnp.allclose(merged["params"]["score_fr"]["kernel"], 0.0)
+
+
+slow = pytest.mark.skipif(
+    os.environ.get("JAXCV_SLOW_TESTS") != "1",
+    reason="the whole study, smoke-sized: set JAXCV_SLOW_TESTS=1",
+)
+
+
+@pytest.fixture(scope="module")
+def family_run(builtin_data_dir, tmp_path_factory):
+    config = experiments.load_config("segmentation_family", SMOKE)
+    config.data.data_dir = builtin_data_dir
+    workdir = tmp_path_factory.mktemp("segmentation_family")
+    return config, workdir, experiments.run(config, workdir)
+
+
+@slow
+@pytest.mark.slow
+def test_every_stage_runs_and_the_table_is_written(family_run):
+    _, workdir, results = family_run
+    saved = json.loads((workdir / "results.json").read_text())
+    for key in EXPECTED:
+        assert key in saved, key
+        assert np.isfinite(saved[key]), key
+    for stage in SEGMENTERS:
+        assert 0.0 <= saved[f"{stage}/test/mIoU"] <= 1.0
+    assert saved["patch_cnn_over_fcn8s"] == pytest.approx(
+        saved["patch_cnn/s_per_image"] / saved["fcn8s/s_per_image"]
+    )
+    pretrain = str((workdir / "pretrain").resolve())
+    for stage, start in [
+        ("fcn32s", pretrain),
+        ("deconvnet", pretrain),
+        ("patch_cnn", pretrain),
+        ("fcn16s", str((workdir / "fcn32s").resolve())),
+        ("fcn8s", str((workdir / "fcn16s").resolve())),
+    ]:
+        stage_config = json.loads((workdir / stage / stages.STAGE_CONFIG_FILE).read_text())
+        assert stage_config["model"]["init_from"] == start, stage
+    report = (workdir / "report.md").read_text()
+    assert "# segmentation_family" in report and "DeconvNet + FCN-8s ensemble" in report
+    assert results["fcn8s/test/mIoU"] == saved["fcn8s/test/mIoU"]
+
+
+@slow
+@pytest.mark.slow
+def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
+    config, workdir, results = family_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(stages, "train_and_evaluate", no_training)
+    again = experiments.run(config, workdir)
+    for key in EXPECTED:
+        assert again[key] == results[key], key
+
+    changed = experiments.load_config("segmentation_family", [*SMOKE, "fcn8s.train.num_steps=3"])
+    changed.data.data_dir = config.data.data_dir
+    with pytest.raises(ValueError, match=r"fcn8s was started with another config \(sections"):
+        experiments.run(changed, workdir)
