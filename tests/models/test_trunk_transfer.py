@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxcv.errors import InitFromError
-from jaxcv.models import build_model, convert
+from jaxcv.models import VGGBackbone, build_model, convert
 from jaxcv.train.trunk import is_classifier, transfer_trunk
 
 torch = pytest.importorskip("torch")
@@ -205,3 +205,88 @@ def test_cnn_classifier_trunk_in_the_localizer_and_init_fresh():
     )
     _, kept = transfer_trunk(target, source, fresh=["backbone/conv1"])
     assert "backbone/conv1" in kept.fresh and "backbone/conv2" in kept.loaded
+
+
+SMALL_STAGES = ((4,), (8,), (8, 8), (8, 8), (16, 16))
+
+
+def _small_vgg_classifier():
+    """The segmentation family's pre-training at toy widths: a VGG with BatchNorm and fc6 on
+    the flattened 3x3 pool5 of a 96x96 input, random BatchNorm statistics."""
+    model = build_model(
+        "vgg", num_classes=4, stages=SMALL_STAGES, batch_norm=True, fc_width=8, pool_output=None
+    )
+    variables = model.init(jax.random.PRNGKey(0), jnp.ones((1, 96, 96, 3)))
+    stats = jax.tree_util.tree_map_with_path(
+        lambda p, v: (
+            jax.random.uniform(jax.random.PRNGKey(len(str(p))), v.shape, minval=0.5)
+            if str(p[-1]) == "DictKey(key='var')"
+            else 0.1 * jax.random.normal(jax.random.PRNGKey(len(str(p))), v.shape)
+        ),
+        variables["batch_stats"],
+    )
+    return model, {"params": variables["params"], "batch_stats": stats}
+
+
+def test_vgg_classifier_in_fcn_deconvnet_and_patch_cnn():
+    """The segmentation family's transfers: FCN takes the backbone and fc6 convolutionalised
+    (its fc6 map at the centre of a 96x96 image is the classifier's fc6); DeconvNet takes the
+    conv and BatchNorm layers and fc6; the patch CNN takes the first three stages, whose last
+    pool equals the classifier's on the same patch."""
+    vgg, source = _small_vgg_classifier()
+    images = jax.random.normal(jax.random.PRNGKey(3), (2, 96, 96, 3))
+    fields = {"num_classes": 5, "stages": SMALL_STAGES, "batch_norm": True, "fc_width": 8}
+    fcn = build_model("fcn32s", fc6_kernel=3, **fields)
+    merged, transfer = transfer_trunk(fcn.init(jax.random.PRNGKey(4), images), source)
+    assert {"fc6", "fc7", "backbone/conv5_2"} <= set(transfer.loaded) and "fc8" in transfer.unused
+    pool5 = vgg.apply(source, images, method="features")["pool5"]  # (2, 3, 3, 16)
+    want = (
+        pool5.reshape(2, -1) @ source["params"]["fc6"]["kernel"] + source["params"]["fc6"]["bias"]
+    )
+    got = (
+        jax.lax.conv_general_dilated(
+            pool5,
+            merged["params"]["fc6"]["kernel"],
+            (1, 1),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )[:, 0, 0]
+        + merged["params"]["fc6"]["bias"]
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    deconvnet = build_model("deconvnet", fc6_kernel=3, **fields)
+    merged, transfer = transfer_trunk(deconvnet.init(jax.random.PRNGKey(5), images), source)
+    assert {"conv1_1", "bn5_2", "fc6", "fc7"} <= set(transfer.loaded)
+    np.testing.assert_array_equal(
+        merged["batch_stats"]["bn3_2"]["var"], source["batch_stats"]["backbone"]["bn3_2"]["var"]
+    )
+
+    patch = build_model(
+        "patch_cnn",
+        num_classes=5,
+        patch_size=17,
+        scales=(1,),
+        stages=SMALL_STAGES[:3],
+        batch_norm=True,
+        hidden_units=8,
+    )
+    coords = jnp.array([[[40, 50]]])
+    target = patch.init(jax.random.PRNGKey(6), images[:1], coords)
+    merged, transfer = transfer_trunk(target, source)
+    assert "backbone/conv3_2" in transfer.loaded and "backbone/conv4_1" in transfer.unused
+    crop = images[:1, 40 - 8 : 40 + 9, 50 - 8 : 50 + 9]
+    first3 = {
+        col: {k: v for k, v in source[col]["backbone"].items() if k[-3] in "123"}
+        for col in ("params", "batch_stats")
+    }
+    want = VGGBackbone(stages=SMALL_STAGES[:3], batch_norm=True).apply(first3, crop)["pool3"]
+    _, inter = patch.apply(
+        merged,
+        images[:1],
+        coords,
+        capture_intermediates=lambda m, _: m.name == "backbone",
+        mutable=["intermediates"],
+    )
+    got = inter["intermediates"]["backbone"]["__call__"][0]["pool3"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
