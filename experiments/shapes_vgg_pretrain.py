@@ -14,7 +14,11 @@ pool, `fc8` the classifier. The input is 96x96: its 3x3 `pool5` makes `fc6` a 3x
 convolutionalised (FCN's `fc6_kernel=3`, DeconvNet's 3x3 valid `fc6`), as VGG-16's 224x224
 input makes its `fc6` 7x7. At 96x96 the objects of shapes/single measure 20..58 px, those of
 shapes/multi at the segmenters' `input_scale=2` 26..76 px: the trunk is trained at the scale it
-will see. The dataset's flip and random resized crop; AdamW with warmup and cosine decay.
+will see. The dataset's flip and random resized crop; AdamW with warmup and cosine decay at a
+peak of 5e-4: at the 2e-3 of the small trunk's pre-training the VGG (fc layers initialised with
+std 0.01, as torchvision's) stayed at chance for 600 steps (validation accuracy 0.25 at step
+500); on 1,024 unaugmented images 5e-4 brought the training loss to 0.63 in 300 steps where
+2e-3 with PyTorch's default fc initialisation reached 0.89.
 """
 
 import ml_collections
@@ -49,6 +53,6 @@ def get_config() -> ml_collections.ConfigDict:
             "dtype": "float32",
         }
     )
-    config.optimizer.update(learning_rate=2e-3, warmup_steps=100)
-    config.train.update(num_steps=1500, log_every=50, eval_every=500, checkpoint_every=500)
+    config.optimizer.update(learning_rate=5e-4, warmup_steps=100)
+    config.train.update(num_steps=2000, log_every=50, eval_every=500, checkpoint_every=500)
     return config
