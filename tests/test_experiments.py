@@ -130,6 +130,13 @@ FIGURE = {
 # Dense patch-CNN evaluation costs seconds per image: evaluate 4 images in the smoke run.
 EXTRA_SMOKE = {
     "shapes_patch_cnn": ["data.eval_split=test[:4]"],
+    # Partitioning a whole Faster / Mask R-CNN step over the suite's 8 forced devices costs most
+    # of its smoke run's compile time: these run on one device; the mesh and pmap steps of the
+    # detector are tests/train/test_parallel_detector.py's.
+    **{
+        name: ["train.parallel='none'"]
+        for name in ("shapes_faster_rcnn", "shapes_mask_rcnn", "demo_faster_rcnn")
+    },
     # R-CNN / Fast R-CNN: selective search (~0.5 s per image) on a few images only; VGG-16 on
     # small inputs and crops.
     **{

@@ -168,7 +168,7 @@ TINY_RESNET = '''
             schedule="constant", freeze=[]))
         c.train = ml_collections.ConfigDict(dict(
             num_steps=1, log_every=1, eval_every=1, checkpoint_every=1, keep_checkpoints=1,
-            best_metric="test[:8]/accuracy", best_mode="max", parallel="mesh",
+            best_metric="test[:8]/accuracy", best_mode="max", parallel="none",
             on_nonfinite="stop"))
         return c
 '''
