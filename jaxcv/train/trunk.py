@@ -14,7 +14,10 @@ Modules are matched by path. A source module ``m`` lands on the model's module
    the top), or
 3. ``P/m`` for exactly one prefix ``P`` (``box_head/fc6`` of R-CNN and Fast R-CNN).
 
-A matched variable of the same shape is copied; a dense kernel ``(h * w * C, F)`` landing on a
+A matched variable of the same shape is copied. A source conv bias where the model's conv has
+none (DeconvNet's convs: BatchNorm follows) is folded into that BatchNorm's running mean
+(``bn{s}_{i}`` after ``conv{s}_{i}``: ``mean - bias``), so the model computes exactly the
+source's features in inference mode. A dense kernel ``(h * w * C, F)`` landing on a
 convolution kernel ``(h, w, C, F)`` is convolutionalised by a reshape (exact, because jaxcv
 flattens ``fc6``'s input in ``(h, w, c)`` order: :mod:`jaxcv.models.backbones.vgg`), which is
 how FCN's and Overfeat's ``fc6``/``fc7`` start from VGG's. Everything else keeps its fresh
@@ -169,19 +172,30 @@ def transfer_trunk(
     merged = dict(flat_t)
     loaded_leaves: set[Path_] = set()
     bad = []
+    folded: list[tuple[Path_, Any]] = []  # (model conv module, source bias) without a place
     for path, value in flat_s.items():
         module = path[1:-1]
         if module not in module_map:
             continue
         t_path = (path[0], *module_map[module], path[-1])
         if t_path not in flat_t:
-            continue  # e.g. a conv bias where the model's conv has none (BatchNorm follows)
+            folded.append((module_map[module], value))
+            continue
         fitted = _fitted(value, flat_t[t_path])
         if fitted is None:
             bad.append((path, t_path))
         else:
             merged[t_path] = fitted
             loaded_leaves.add(t_path)
+    for conv_module, bias in folded:
+        name = conv_module[-1]
+        mean = ("batch_stats", *conv_module[:-1], "bn" + name[len("conv") :], "mean")
+        if (
+            name.startswith("conv")
+            and mean in loaded_leaves
+            and np.shape(bias) == np.shape(merged[mean])
+        ):
+            merged[mean] = merged[mean] - jnp.asarray(bias, merged[mean].dtype)
     sides = f"{source_name} does not fit {target_name}"
     if bad:
         raise InitFromError(

@@ -220,12 +220,20 @@ def _small_vgg_classifier():
     stats = jax.tree_util.tree_map_with_path(
         lambda p, v: (
             jax.random.uniform(jax.random.PRNGKey(len(str(p))), v.shape, minval=0.5)
-            if str(p[-1]) == "DictKey(key='var')"
+            if p[-1].key == "var"
             else 0.1 * jax.random.normal(jax.random.PRNGKey(len(str(p))), v.shape)
         ),
         variables["batch_stats"],
     )
-    return model, {"params": variables["params"], "batch_stats": stats}
+    params = jax.tree_util.tree_map_with_path(  # conv biases are zero at initialisation
+        lambda p, v: (
+            0.3 * jax.random.normal(jax.random.PRNGKey(len(str(p))), v.shape)
+            if p[-1].key == "bias"
+            else v
+        ),
+        variables["params"],
+    )
+    return model, {"params": params, "batch_stats": stats}
 
 
 def test_vgg_classifier_in_fcn_deconvnet_and_patch_cnn():
@@ -261,6 +269,16 @@ def test_vgg_classifier_in_fcn_deconvnet_and_patch_cnn():
     np.testing.assert_array_equal(
         merged["batch_stats"]["bn3_2"]["var"], source["batch_stats"]["backbone"]["bn3_2"]["var"]
     )
+    # Its convs have no bias (BatchNorm follows): the source's is folded into the running mean,
+    # so in inference mode every stage computes the classifier's features.
+    _, inter = deconvnet.apply(
+        merged, images, capture_intermediates=True, mutable=["intermediates"]
+    )
+    want = vgg.apply(source, images, method="features")
+    for stage in ("conv1", "conv3", "conv5"):
+        bn = {"conv1": "bn1_1", "conv3": "bn3_2", "conv5": "bn5_2"}[stage]
+        got = jax.nn.relu(inter["intermediates"][bn]["__call__"][0])
+        np.testing.assert_allclose(got, want[stage], rtol=1e-4, atol=1e-5, err_msg=stage)
 
     patch = build_model(
         "patch_cnn",
