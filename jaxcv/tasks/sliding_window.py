@@ -13,8 +13,14 @@
   and centre distance ``<= center_threshold`` times the seed's size ``sqrt(w h)``); the merged
   box is the score-weighted mean of the members and its score the *sum* of their scores, so a
   location confirmed by many windows and scales outranks an isolated one.
+* :func:`merge_boxes_paper`: the paper's merging (Sermanet et al. 2014, sec. 4.3): the pair of
+  same-class boxes with the smallest *match score* (centre distance over the pair's mean size
+  ``sqrt(w h)``, plus ``1 - IoU``; :func:`paper_match_scores`) is replaced by its merge (the
+  mean of all the member boxes, the sum of their scores), repeatedly, until the best pair's
+  match score is above ``match_threshold``.
 * :func:`nms_boxes`: the per-class NMS alternative (:func:`jaxcv.ops.nms.batched_nms`).
-* :func:`detect`: candidates -> merged (or NMS'd) detections for a batch, fixed count ``D``.
+* :func:`merge_candidates`: one of the three rules (:data:`METHODS`) on a batch of candidates;
+  :func:`detect`: per-scale maps -> candidates -> detections for a batch, fixed count ``D``.
 
 Boxes are xyxy pixels of the original image everywhere; classes are ``0..K-1``.
 """
@@ -38,13 +44,20 @@ __all__ = [
     "detect",
     "extract_windows",
     "merge_boxes",
+    "merge_boxes_paper",
+    "merge_candidates",
     "naive_multiscale",
     "naive_sliding_window",
     "nms_boxes",
+    "paper_match_scores",
     "window_candidates",
 ]
 
-METHODS = ("merge", "nms")
+#: The merging rules of :func:`detect`: greedy merging (:func:`merge_boxes`), per-class NMS
+#: (:func:`nms_boxes`) and the paper's pairwise merging (:func:`merge_boxes_paper`).
+METHODS = ("merge", "nms", "paper_merge")
+#: Sizes below this (pixels) count as this in the match score's denominator.
+MIN_MATCH_SIZE = 1e-6
 
 
 def extract_windows(
@@ -343,6 +356,201 @@ def nms_boxes(
     }
 
 
+def paper_match_scores(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
+    """The paper's match score of every pair of ``xyxy`` boxes: lower is a better match.
+
+    ``|c1 - c2| / max(0.5 * (s1 + s2), MIN_MATCH_SIZE) + 1 - IoU``, with ``c`` a box's centre and
+    ``s = sqrt(w h)`` its size: 0 for two equal boxes, 0.83 for two squares of one size offset
+    by a third of their side (IoU 0.5), 2 for two such squares side by side, more farther
+    apart.
+
+    Args:
+      boxes1: ``(N, 4)``; boxes2: ``(M, 4)`` xyxy pixels.
+
+    Returns:
+      ``(N, M)`` float32.
+    """
+    c1, s1 = _centers_sizes(boxes1)
+    c2, s2 = _centers_sizes(boxes2)
+    dist = jnp.sqrt(jnp.sum(jnp.square(c1[:, None, :] - c2[None, :, :]), axis=-1))
+    scale = jnp.maximum(0.5 * (s1[:, None] + s2[None, :]), MIN_MATCH_SIZE)
+    return dist / scale + 1.0 - box_iou(boxes1, boxes2)
+
+
+def _sorted_slots(boxes, scores, classes, counts, alive, max_output: int) -> dict:
+    """The ``alive`` entries by decreasing score in ``max_output`` slots (zeros after them)."""
+    n = scores.shape[0]
+    if max_output > n:
+        pad = max_output - n
+        boxes = jnp.pad(boxes, ((0, pad), (0, 0)))
+        scores, classes, counts = (jnp.pad(x, (0, pad)) for x in (scores, classes, counts))
+        alive = jnp.pad(alive, (0, pad))
+    order = jnp.argsort(jnp.where(alive, -scores, jnp.inf), stable=True)[:max_output]
+    ok = alive[order]
+    return {
+        "boxes": jnp.where(ok[:, None], boxes[order], 0.0),
+        "scores": jnp.where(ok, scores[order], 0.0),
+        "classes": jnp.where(ok, classes[order], 0).astype(jnp.int32),
+        "num_merged": jnp.where(ok, counts[order], 0).astype(jnp.int32),
+        "valid": ok,
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("max_output",))
+def merge_boxes_paper(
+    boxes: jax.Array,
+    scores: jax.Array,
+    classes: jax.Array,
+    valid: jax.Array | None = None,
+    *,
+    match_threshold: float = 1.0,
+    max_output: int = 16,
+) -> dict[str, jax.Array]:
+    """The paper's box merging of one image's candidates (Sermanet et al. 2014, sec. 4.3).
+
+    Every valid candidate starts as a group of one. Repeatedly, the two groups of one class
+    whose boxes have the smallest :func:`paper_match_scores` are found; if that score is above
+    ``match_threshold`` the merging stops, else the two are replaced by one group: its box the
+    mean of all its members' boxes (the paper's "average of the bounding boxes' coordinates",
+    so a group's box is weighted by its member count), its score the sum of their scores (a
+    box confirmed by many windows and scales ranks high). Groups of different classes never
+    merge. Ties go to the pair ``(i, j)``, ``i < j``, first in row-major order of the
+    candidates, and a merged group keeps the smaller index.
+
+    Static shapes: an ``N x N`` matrix of match scores and a ``jax.lax.while_loop`` of at most
+    ``N - 1`` merges; each merge recomputes one row and column (``O(N)``) and finds the next
+    pair (a min over the matrix, ``O(N^2)``).
+
+    Args:
+      boxes: ``(N, 4)`` xyxy pixels.
+      scores: ``(N,)`` non-negative scores (e.g. class probabilities).
+      classes: ``(N,)`` int classes.
+      valid: optional ``(N,)`` bool; invalid candidates are ignored.
+      match_threshold: the largest match score that still merges.
+      max_output: ``D``, static number of output slots.
+
+    Returns:
+      ``boxes (D, 4)``, ``scores (D,)``, ``classes (D,)`` int32, ``num_merged (D,)`` int32
+      (candidates per group), ``valid (D,)`` bool (a prefix), sorted by decreasing score.
+    """
+    _check_candidates(boxes, scores, classes, valid)
+    boxes = boxes.astype(jnp.float32)
+    classes = classes.astype(jnp.int32)
+    n = boxes.shape[0]
+    if n == 0:
+        raise ValueError("merge_boxes_paper needs at least one candidate slot (N >= 1)")
+    valid = jnp.ones((n,), bool) if valid is None else valid.astype(bool)
+    scores = jnp.where(valid, scores.astype(jnp.float32), 0.0)
+    index = jnp.arange(n)
+    same = classes[:, None] == classes[None, :]
+    pairs = same & (index[:, None] < index[None, :])  # each pair once, i < j
+    inf = jnp.float32(jnp.inf)
+    match = jnp.where(
+        pairs & valid[:, None] & valid[None, :], paper_match_scores(boxes, boxes), inf
+    )
+    threshold = jnp.asarray(match_threshold, jnp.float32)
+
+    def best(m):
+        # The row-major first minimum: the best row, then its best column (an argmin over
+        # the N x N matrix is about 20x slower on CPU than these three reductions).
+        rows = jnp.min(m, axis=1)
+        i = jnp.argmin(rows)
+        return rows[i], i, jnp.argmin(m[i])
+
+    def cond(state):
+        *_, value, _, _, count = state
+        return jnp.isfinite(value) & (value <= threshold) & (count < n - 1)
+
+    def body(state):
+        m, sums, counts, totals, alive, _, i, j, count = state
+        sums = sums.at[i].add(sums[j]).at[j].set(0.0)
+        counts = counts.at[i].add(counts[j]).at[j].set(0.0)
+        totals = totals.at[i].add(totals[j]).at[j].set(0.0)
+        alive = alive.at[j].set(False)
+        means = sums / jnp.maximum(counts, 1.0)[:, None]
+        row = paper_match_scores(means[i][None], means)[0]
+        row = jnp.where(alive & same[i] & (index != i), row, inf)
+        m = m.at[j, :].set(inf).at[:, j].set(inf)
+        m = m.at[i, :].set(jnp.where(index > i, row, inf))
+        m = m.at[:, i].set(jnp.where(index < i, row, inf))
+        return m, sums, counts, totals, alive, *best(m), count + 1
+
+    init = (
+        match,
+        jnp.where(valid[:, None], boxes, 0.0),
+        valid.astype(jnp.float32),
+        scores,
+        valid,
+        *best(match),
+        jnp.int32(0),
+    )
+    _, sums, counts, totals, alive, *_ = jax.lax.while_loop(cond, body, init)
+    means = sums / jnp.maximum(counts, 1.0)[:, None]
+    return _sorted_slots(means, totals, classes, counts, alive, max_output)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "max_output", "max_candidates"))
+def merge_candidates(
+    candidates: dict[str, jax.Array],
+    *,
+    method: str = "merge",
+    min_score: float = 0.0,
+    iou_threshold: float = 0.3,
+    center_threshold: float = 0.5,
+    match_threshold: float = 1.0,
+    max_output: int = 16,
+    max_candidates: int | None = None,
+) -> dict[str, jax.Array]:
+    """A batch of candidates (:func:`window_candidates`) -> detections by one rule.
+
+    The thresholds are traced (one compiled program for every value), so a grid of them
+    reuses one program per ``method``.
+
+    Args:
+      candidates: ``boxes (B, N, 4)``, ``scores (B, N)``, ``classes (B, N)``, ``valid (B, N)``.
+      method: one of :data:`METHODS`: ``"merge"`` (:func:`merge_boxes`), ``"nms"``
+        (:func:`nms_boxes`) or ``"paper_merge"`` (:func:`merge_boxes_paper`).
+      min_score: candidates scoring below it are dropped too.
+      iou_threshold: ``"merge"``'s minimal IoU with the seed, ``"nms"``'s suppression IoU.
+      center_threshold: ``"merge"``'s maximal centre distance (in seed sizes).
+      match_threshold: ``"paper_merge"``'s largest merged match score.
+      max_output: ``D`` detections per image.
+      max_candidates: keep only this many best-scoring valid candidates per image before
+        merging (None: all ``N``); the paper merge's cost grows as its square.
+
+    Returns:
+      ``boxes (B, D, 4)``, ``scores (B, D)``, ``classes (B, D)`` in ``0..K-1``,
+      ``num_merged (B, D)``, ``valid (B, D)``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    boxes, scores, classes = candidates["boxes"], candidates["scores"], candidates["classes"]
+    valid = candidates["valid"].astype(bool) & (scores >= min_score)
+    if max_candidates is not None and max_candidates < scores.shape[1]:
+        _, top = jax.lax.top_k(jnp.where(valid, scores, -jnp.inf), int(max_candidates))
+        boxes = jnp.take_along_axis(boxes, top[..., None], axis=1)
+        scores, classes, valid = (
+            jnp.take_along_axis(x, top, axis=1) for x in (scores, classes, valid)
+        )
+    if method == "merge":
+        fn = functools.partial(
+            merge_boxes,
+            iou_threshold=iou_threshold,
+            center_threshold=center_threshold,
+            max_output=max_output,
+        )
+    elif method == "nms":
+        fn = functools.partial(nms_boxes, iou_threshold=iou_threshold, max_output=max_output)
+    else:
+        fn = functools.partial(
+            merge_boxes_paper, match_threshold=match_threshold, max_output=max_output
+        )
+        # One image at a time: under vmap the while loop would run every image for as many
+        # merges as the busiest one needs, selecting over all the B x N x N matrices each time.
+        return jax.lax.map(lambda args: fn(*args), (boxes, scores, classes, valid))
+    return jax.vmap(fn)(boxes, scores, classes, valid)
+
+
 def detect(
     outputs: Sequence[ScaleOutput],
     *,
@@ -350,16 +558,19 @@ def detect(
     min_score: float = 0.0,
     iou_threshold: float = 0.3,
     center_threshold: float = 0.5,
+    match_threshold: float = 1.0,
     max_output: int = 16,
 ) -> dict[str, jax.Array]:
     """Final detections of a batch from per-scale maps (fully-convolutional or naive).
 
     Args:
       outputs: per-scale :class:`ScaleOutput` s of one batch of images.
-      method: ``"merge"`` (:func:`merge_boxes`) or ``"nms"`` (:func:`nms_boxes`).
+      method: ``"merge"`` (:func:`merge_boxes`), ``"nms"`` (:func:`nms_boxes`) or
+        ``"paper_merge"`` (:func:`merge_boxes_paper`).
       min_score: candidates below this top-class probability are dropped.
       iou_threshold, center_threshold: the matching thresholds (``center_threshold`` only for
         ``"merge"``).
+      match_threshold: the largest match score ``"paper_merge"`` merges.
       max_output: ``D`` detections per image.
 
     Returns:
@@ -369,13 +580,12 @@ def detect(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     cand = window_candidates(outputs, min_score)
-    if method == "merge":
-        fn = functools.partial(
-            merge_boxes,
-            iou_threshold=iou_threshold,
-            center_threshold=center_threshold,
-            max_output=max_output,
-        )
-    else:
-        fn = functools.partial(nms_boxes, iou_threshold=iou_threshold, max_output=max_output)
-    return jax.vmap(fn)(cand["boxes"], cand["scores"], cand["classes"], cand["valid"])
+    return merge_candidates(
+        {k: cand[k] for k in ("boxes", "scores", "classes", "valid")},
+        method=method,
+        min_score=min_score,
+        iou_threshold=iou_threshold,
+        center_threshold=center_threshold,
+        match_threshold=match_threshold,
+        max_output=max_output,
+    )

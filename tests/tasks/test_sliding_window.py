@@ -1,4 +1,5 @@
-"""Sliding windows: crop extraction, the winning window, Overfeat box merging and per-class NMS."""
+"""Sliding windows: crop extraction, the winning window, Overfeat box merging (greedy and the
+paper's pairwise rule) and per-class NMS."""
 
 import chex
 import jax
@@ -12,7 +13,10 @@ from jaxcv.tasks.sliding_window import (
     detect,
     extract_windows,
     merge_boxes,
+    merge_boxes_paper,
+    merge_candidates,
     nms_boxes,
+    paper_match_scores,
     window_candidates,
 )
 
@@ -47,6 +51,53 @@ def np_merge(boxes, scores, classes, valid, iou_thr, center_thr, max_output):
         assigned[members] = True
     out.sort(key=lambda r: -r[1])
     return out
+
+
+def np_match(a, b):
+    """Float64 match score of two xyxy boxes: centre distance / mean size + 1 - IoU."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    union = area_a + area_b - iw * ih
+    iou = iw * ih / union if union > 0 else 0.0
+    d = np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+    size = max(0.5 * (np.sqrt(max(area_a, 0.0)) + np.sqrt(max(area_b, 0.0))), 1e-6)
+    return d / size + 1.0 - iou
+
+
+def np_merge_paper(boxes, scores, classes, valid, threshold, max_output):
+    """Float64 reference of the paper's merging: the best-matching same-class pair of groups
+    merges (mean of the member boxes, sum of the scores) until the best match is above
+    ``threshold``; plain Python loops over the groups."""
+    boxes = np.asarray(boxes, np.float64)
+    groups = {
+        i: {"members": [i], "score": float(scores[i]), "class": int(classes[i])}
+        for i in range(len(boxes))
+        if valid[i]
+    }
+
+    def box(g):
+        return boxes[g["members"]].mean(0)
+
+    while True:
+        best, pair = np.inf, None
+        keys = sorted(groups)
+        for a, i in enumerate(keys):
+            for j in keys[a + 1 :]:
+                if groups[i]["class"] != groups[j]["class"]:
+                    continue
+                m = np_match(box(groups[i]), box(groups[j]))
+                if m < best:
+                    best, pair = m, (i, j)
+        if pair is None or best > threshold:
+            break
+        i, j = pair
+        groups[i]["members"] += groups.pop(j)["members"]
+        groups[i]["score"] = sum(float(scores[k]) for k in groups[i]["members"])
+    out = [(box(g), g["score"], g["class"], len(g["members"])) for g in groups.values()]
+    out.sort(key=lambda r: -r[1])
+    return out[:max_output]
 
 
 def test_extract_windows_matches_slicing():
@@ -151,6 +202,132 @@ class MergeBoxesTest(chex.TestCase):
             np.testing.assert_array_equal(out["num_merged"][:k], [r[3] for r in ref])
 
 
+def _clustered_candidates(rng, n, clusters=4, num_classes=2):
+    centers = rng.uniform(20, 100, size=(clusters, 2))[rng.integers(0, clusters, n)]
+    centers = centers + rng.normal(0, 5, size=(n, 2))
+    half = rng.uniform(6, 16, size=(n, 2))
+    boxes = np.concatenate([centers - half, centers + half], 1).astype(np.float32)
+    scores = rng.uniform(0.05, 1, n).astype(np.float32)
+    classes = rng.integers(0, num_classes, n).astype(np.int32)
+    valid = rng.uniform(size=n) < 0.85
+    return boxes, scores, classes, valid
+
+
+def test_paper_match_scores_match_numpy():
+    rng = np.random.default_rng(4)
+    a = _clustered_candidates(rng, 9)[0]
+    b = _clustered_candidates(rng, 7)[0]
+    b[0] = [5, 5, 5, 9]  # zero width: size 0, IoU 0
+    got = np.asarray(paper_match_scores(jnp.asarray(a), jnp.asarray(b)))
+    want = np.array([[np_match(x, y) for y in b.astype(np.float64)] for x in a.astype(np.float64)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    same = np.asarray(paper_match_scores(jnp.asarray(a), jnp.asarray(a)))
+    np.testing.assert_allclose(np.diag(same), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("seed", "threshold"), [(0, 0.7), (1, 0.9), (2, 1.4), (3, 3.0)])
+def test_paper_merge_matches_numpy_reference(seed, threshold):
+    rng = np.random.default_rng(seed)
+    n, max_output = 36, 12
+    boxes, scores, classes, valid = _clustered_candidates(rng, n)
+    out = merge_boxes_paper(
+        jnp.asarray(boxes),
+        jnp.asarray(scores),
+        jnp.asarray(classes),
+        jnp.asarray(valid),
+        match_threshold=threshold,
+        max_output=max_output,
+    )
+    ref = np_merge_paper(boxes, scores, classes, valid, threshold, max_output)
+    k = len(ref)
+    assert 0 < k <= max_output
+    np.testing.assert_array_equal(out["valid"], np.arange(max_output) < k)
+    np.testing.assert_allclose(out["scores"][:k], [r[1] for r in ref], rtol=1e-5)
+    np.testing.assert_allclose(out["boxes"][:k], np.stack([r[0] for r in ref]), atol=1e-3)
+    np.testing.assert_array_equal(out["classes"][:k], [r[2] for r in ref])
+    np.testing.assert_array_equal(out["num_merged"][:k], [r[3] for r in ref])
+    np.testing.assert_array_equal(out["scores"][k:], 0.0)
+    if threshold >= 3.0:  # everything of a class within reach merged: few groups
+        assert int(np.asarray(out["num_merged"]).sum()) == int(valid.sum()) and k <= 4
+
+
+def test_paper_merge_edge_cases():
+    box = jnp.array([[10.0, 10.0, 30.0, 30.0]])
+    far = jnp.array([[80.0, 80.0, 100.0, 100.0]])
+
+    def run(boxes, scores, classes, valid=None, threshold=1.0, max_output=4):
+        out = merge_boxes_paper(
+            jnp.asarray(boxes, jnp.float32),
+            jnp.asarray(scores, jnp.float32),
+            jnp.asarray(classes),
+            None if valid is None else jnp.asarray(valid),
+            match_threshold=threshold,
+            max_output=max_output,
+        )
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    # No valid candidate: no detection, zeros everywhere.
+    out = run(jnp.concatenate([box, far]), [0.9, 0.8], [0, 0], [False, False])
+    assert not out["valid"].any() and not out["scores"].any() and not out["boxes"].any()
+    # One candidate: itself, in 4 slots although N = 1.
+    out = run(box, [0.7], [2])
+    np.testing.assert_array_equal(out["valid"], [True, False, False, False])
+    np.testing.assert_allclose(out["boxes"][0], box[0])
+    assert out["scores"][0] == pytest.approx(0.7) and out["classes"][0] == 2
+    # Two identical boxes (match 0) merge, whatever the threshold >= 0; scores add up.
+    out = run(jnp.concatenate([box, box]), [0.6, 0.3], [1, 1], threshold=0.0)
+    np.testing.assert_array_equal(out["valid"], [True, False, False, False])
+    np.testing.assert_allclose(out["boxes"][0], box[0])
+    assert out["scores"][0] == pytest.approx(0.9) and out["num_merged"][0] == 2
+    # Two far boxes (match > 5) stay apart under threshold 1.
+    out = run(jnp.concatenate([far, box]), [0.4, 0.6], [1, 1])
+    np.testing.assert_array_equal(out["valid"], [True, True, False, False])
+    np.testing.assert_allclose(out["boxes"][:2], np.concatenate([box, far]))  # by score
+    np.testing.assert_array_equal(out["num_merged"][:2], [1, 1])
+    # ... but merge under a threshold above their match score: the mean box.
+    out = run(jnp.concatenate([far, box]), [0.4, 0.6], [1, 1], threshold=100.0)
+    np.testing.assert_allclose(out["boxes"][0], [45, 45, 65, 65])
+    # Identical boxes of different classes never merge.
+    out = run(jnp.concatenate([box, box, box]), [0.5, 0.2, 0.9], [0, 1, 0], threshold=100.0)
+    np.testing.assert_array_equal(out["valid"], [True, True, False, False])
+    np.testing.assert_allclose(out["scores"][:2], [1.4, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(out["classes"][:2], [0, 1])
+    # The mean is over members, not groups: a pair merged first weighs twice.
+    boxes = [[0, 0, 20, 20], [0, 0, 20, 20], [6, 0, 26, 20]]
+    out = run(boxes, [0.5, 0.5, 0.5], [0, 0, 0], threshold=1.0)
+    np.testing.assert_allclose(out["boxes"][0], [2, 0, 22, 20], rtol=1e-6)
+    assert out["num_merged"][0] == 3
+
+
+def test_merge_candidates_batches_each_rule():
+    rng = np.random.default_rng(5)
+    per_image = [_clustered_candidates(rng, 20) for _ in range(3)]
+    cand = {
+        key: jnp.asarray(np.stack([c[i] for c in per_image]))
+        for i, key in enumerate(("boxes", "scores", "classes", "valid"))
+    }
+    for method, single in (
+        ("paper_merge", lambda *a: merge_boxes_paper(*a, match_threshold=0.8, max_output=6)),
+        ("merge", lambda *a: merge_boxes(*a, iou_threshold=0.3, max_output=6)),
+        ("nms", lambda *a: nms_boxes(*a, iou_threshold=0.3, max_output=6)),
+    ):
+        out = merge_candidates(
+            cand, method=method, min_score=0.3, match_threshold=0.8, max_output=6
+        )
+        for b, (boxes, scores, classes, valid) in enumerate(per_image):
+            want = single(boxes, scores, classes, valid & (scores >= 0.3))
+            for key in want:
+                np.testing.assert_allclose(out[key][b], want[key], rtol=1e-6, err_msg=method)
+    # max_candidates keeps the best-scoring candidates: the same when all valid ones fit.
+    few = merge_candidates(cand, method="paper_merge", min_score=0.9, max_candidates=8)
+    every = merge_candidates(cand, method="paper_merge", min_score=0.9)
+    assert int(np.asarray(cand["valid"] & (cand["scores"] >= 0.9)).sum(1).max()) <= 8
+    for key in every:
+        np.testing.assert_allclose(few[key], every[key], rtol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        merge_candidates(cand, method="vote")
+
+
 def test_nms_variant_matches_torchvision():
     torchvision = pytest.importorskip("torchvision")
     torch = pytest.importorskip("torch")
@@ -196,7 +373,7 @@ def test_candidates_and_detect_shapes():
         cand["boxes"][:, :6], np.take_along_axis(b0, p0.argmax(-1)[..., None, None], 2)[:, :, 0]
     )
     np.testing.assert_array_equal(cand["scale_index"][0], [0] * 6 + [1])
-    for method in ("merge", "nms"):
+    for method in ("merge", "nms", "paper_merge"):
         det = detect(outs, method=method, max_output=4)
         chex.assert_shape(det["boxes"], (2, 4, 4))
         chex.assert_shape([det["scores"], det["classes"], det["valid"]], (2, 4))
