@@ -9,7 +9,7 @@ from jaxcv.models import MODELS, build_model, model_fields
 
 
 def test_models_registry_names():
-    classifiers = {"cnn", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"}
+    classifiers = {"cnn", "vgg", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"}
     classifiers |= {"resnet18", "resnet34", "resnet50", "small_classifier"}
     others = {"autoencoder", "encoder_classifier", "vae", "fcn", "fcn32s", "fcn16s", "fcn8s"}
     others.add("fcn_resnet50")
