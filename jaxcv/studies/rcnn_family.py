@@ -262,6 +262,18 @@ def run_rcnn_family(config: ml_collections.ConfigDict, workdir: str | Path) -> d
         timed.append(("fast_rcnn_svd", svd_config, task, state.variables))
         return _timing(timed, int(fam.timing_images))
 
+    timed_stages = {s: stages[s] for s in ("rcnn", "fast_rcnn", "faster_rcnn")}
+    claim(
+        workdir / "timing",
+        ml_collections.ConfigDict(
+            {
+                **timed_stages,
+                "svm": config.svm,
+                "svd_ranks": fam.svd_ranks,
+                "images": fam.timing_images,
+            }
+        ),
+    )
     results.update(derived_stage(workdir / "timing", timing))
     info = jdata.get_info(config.data.name, data_dir=config.data.data_dir)
     notes = [
