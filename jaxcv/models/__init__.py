@@ -41,6 +41,7 @@ from jaxcv.models.fast_rcnn import FastRCNN
 from jaxcv.models.faster_rcnn import FasterRCNN
 from jaxcv.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from jaxcv.models.fcn_resnet import FCNResNet
+from jaxcv.models.fpn import ResNetFPNBackbone
 from jaxcv.models.layers import canonical_dtype
 from jaxcv.models.localizer import Localizer
 from jaxcv.models.mask_head import MaskRCNN
@@ -74,6 +75,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "mask_rcnn": MaskRCNN,
     "rcnn": RCNN,
     "fast_rcnn": FastRCNN,
+    "resnet_fpn": ResNetFPNBackbone,
 }
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")

@@ -2,9 +2,14 @@
 
 Covered architectures (:data:`ARCHS`, torchvision's builder names): ``vgg11``, ``vgg11_bn``,
 ``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet34``, ``resnet50`` and ``fcn_resnet50``
-(with or without its auxiliary head). The detectors ``fasterrcnn_resnet50_fpn(_v2)`` and
-``maskrcnn_resnet50_fpn(_v2)`` raise ``NotImplementedError`` saying why
-(:data:`NOT_COVERED`).
+(with or without its auxiliary head), and the ResNet-50 + FPN backbone of the detectors,
+``resnet50_fpn`` (``resnet_fpn_backbone("resnet50")``, the ``backbone`` of
+``fasterrcnn_resnet50_fpn`` and ``maskrcnn_resnet50_fpn``) and ``resnet50_fpn_v2`` (that of
+the ``_v2`` detectors, BatchNorm in the FPN) as :class:`jaxcv.models.fpn.ResNetFPNBackbone`.
+These take the backbone's own state dict (``body.*``, ``fpn.*``) or a whole detector's, whose
+``backbone.*`` keys they convert and whose ``rpn.*`` and ``roi_heads.*`` keys they leave out.
+The detectors themselves ``fasterrcnn_resnet50_fpn(_v2)`` and ``maskrcnn_resnet50_fpn(_v2)``
+raise ``NotImplementedError`` saying why (:data:`NOT_COVERED`).
 
 The mapping is written from the state-dict *keys* of each architecture, not from torch modules:
 
@@ -13,7 +18,11 @@ The mapping is written from the state-dict *keys* of each architecture, not from
   flattened from NCHW in ``(c, h, w)`` order, jaxcv from NHWC in ``(h, w, c)`` order, so its
   kernel is ``weight.reshape(O, C, 7, 7).transpose(2, 3, 1, 0).reshape(7 * 7 * C, O)``.
 * BatchNorm ``weight, bias`` -> ``params`` ``scale, bias``; ``running_mean, running_var`` ->
-  ``batch_stats`` ``mean, var``; ``num_batches_tracked`` is dropped.
+  ``batch_stats`` ``mean, var``; ``num_batches_tracked`` is dropped. ``FrozenBatchNorm2d``
+  (torchvision's pre-trained detectors) has the same four tensors and the same ``eps`` 1e-5.
+* FPN checkpoints saved before torchvision's ``FeaturePyramidNetwork`` version 2 (such as the
+  original COCO detector weights) name the convs ``fpn.inner_blocks.{i}.weight``; they are read
+  as ``fpn.inner_blocks.{i}.0.weight``, as torchvision's ``_load_from_state_dict`` does.
 
 Model hyperparameters are read from the tensors (``num_classes``, VGG's ``fc_width``, whether an
 FCN has ``aux_classifier``), the jaxcv model is built, and every converted array is checked
@@ -46,6 +55,7 @@ from jaxcv.models.backbones.vgg import VGG11_STAGES, VGG16_STAGES
 __all__ = [
     "ARCHS",
     "CONVERTED_FILE",
+    "FPN_ARCHS",
     "NOT_COVERED",
     "VARIABLES_DIR",
     "ConversionError",
@@ -66,24 +76,42 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet34": ("resnet34", {"stem": "imagenet", "width": 64}),
     "resnet50": ("resnet50", {"stem": "imagenet", "width": 64}),
     "fcn_resnet50": ("fcn_resnet50", {"depth": 50}),
+    "resnet50_fpn": ("resnet_fpn", {"depth": 50}),
+    "resnet50_fpn_v2": (
+        "resnet_fpn",
+        {"depth": 50, "fpn_batch_norm": True, "frozen_batch_norm": False},
+    ),
 }
+#: The FPN backbones, and the prefixes of a whole detector's state dict they leave out.
+FPN_ARCHS = ("resnet50_fpn", "resnet50_fpn_v2")
+DETECTOR_BACKBONE_PREFIX = "backbone."
+DETECTOR_HEAD_PREFIXES = ("rpn.", "roi_heads.")
 
 _DETECTOR_REASON = (
-    "torchvision's {arch} needs a feature pyramid network (FPN) over ResNet-50's c2..c5 with "
-    "an extra max-pooled level, per-level RPN proposals, multi-scale RoI align (level "
-    "assignment by box size), the TwoMLPHead box head{mask} and GeneralizedRCNNTransform's "
-    "resize/normalisation; jaxcv's Faster/Mask R-CNN are single-level C4/VGG designs and have "
-    "none of these, so its boxes could not match torchvision's. Convert a classifier "
-    "(e.g. resnet50) instead."
+    "torchvision's {arch} cannot be converted whole yet: jaxcv has its ResNet-50 + feature "
+    "pyramid network (FPN) backbone (convert it alone as '{backbone}': a whole {arch} state "
+    "dict is accepted, its rpn.* and roi_heads.* keys are left out){heads}, but not "
+    "GeneralizedRCNNTransform's resize/normalisation nor RoIHeads' post-processing{mask}, so "
+    "its detections could not match torchvision's."
 )
+_V1_HEADS = (
+    ", multi-scale RoI align, the all-level RPN and the TwoMLPHead box head "
+    "(jaxcv.models.faster_rcnn_fpn, not converted yet)"
+)
+_V2_HEADS = ", multi-scale RoI align (not the v2 RPN head nor its conv box head)"
 #: Architectures the issue names that jaxcv cannot run at torchvision parity, and why.
 NOT_COVERED: dict[str, str] = {
-    arch: _DETECTOR_REASON.format(arch=arch, mask=mask)
+    arch: _DETECTOR_REASON.format(
+        arch=arch,
+        backbone="resnet50_fpn_v2" if arch.endswith("_v2") else "resnet50_fpn",
+        heads=_V2_HEADS if arch.endswith("_v2") else _V1_HEADS,
+        mask=mask,
+    )
     for arch, mask in (
         ("fasterrcnn_resnet50_fpn", ""),
         ("fasterrcnn_resnet50_fpn_v2", ""),
-        ("maskrcnn_resnet50_fpn", ", the 4-conv mask head"),
-        ("maskrcnn_resnet50_fpn_v2", ", the 4-conv mask head"),
+        ("maskrcnn_resnet50_fpn", " nor the 4-conv mask head"),
+        ("maskrcnn_resnet50_fpn_v2", " nor the 4-conv mask head"),
     )
 }
 
@@ -146,18 +174,20 @@ def _vgg_rules(stages, batch_norm: bool) -> Iterator[Rule]:
     yield "linear", "classifier.6", ("fc8",)
 
 
-def _resnet_trunk_rules(depth: int, prefix: str, dilated: bool) -> Iterator[Rule]:
+def _resnet_trunk_rules(
+    depth: int, prefix: str, dilated: bool, root: str = "backbone"
+) -> Iterator[Rule]:
     block, sizes = RESNET_SPECS[depth]
     expansion = 4 if block == "bottleneck" else 1
     convs = 3 if block == "bottleneck" else 2
-    yield "conv", f"{prefix}conv1", ("backbone", "conv1")
-    yield "bn", f"{prefix}bn1", ("backbone", "bn1")
+    yield "conv", f"{prefix}conv1", (root, "conv1")
+    yield "bn", f"{prefix}bn1", (root, "bn1")
     channels = 64
     for s, n in enumerate(sizes, start=1):
         width = 64 * 2 ** (s - 1)
         strided = s > 1 and not (dilated and s >= 3)
         for i in range(n):
-            t, j = f"{prefix}layer{s}.{i}", ("backbone", f"layer{s}", f"block{i}")
+            t, j = f"{prefix}layer{s}.{i}", (root, f"layer{s}", f"block{i}")
             for c in range(1, convs + 1):
                 yield "conv", f"{t}.conv{c}", (*j, f"conv{c}")
                 yield "bn", f"{t}.bn{c}", (*j, f"bn{c}")
@@ -173,7 +203,20 @@ def _fcn_head_rules(torch_name: str, jax_name: str) -> Iterator[Rule]:
     yield "conv_bias", f"{torch_name}.4", (jax_name, "score")
 
 
+def _fpn_rules(levels: int, batch_norm: bool) -> Iterator[Rule]:
+    """torchvision's ``fpn.{inner,layer}_blocks.{i}``: ``Conv2dNormActivation`` (conv[, BN])."""
+    for i in range(levels):
+        for block in ("inner", "layer"):
+            t, j = f"fpn.{block}_blocks.{i}", ("fpn", f"{block}_block{i}")
+            yield ("conv" if batch_norm else "conv_bias"), f"{t}.0", (*j, "conv")
+            if batch_norm:
+                yield "bn", f"{t}.1", (*j, "bn")
+
+
 def _rules(arch: str, fields: dict[str, Any]) -> list[Rule]:
+    if arch in FPN_ARCHS:
+        rules = list(_resnet_trunk_rules(fields["depth"], "body.", dilated=False, root="body"))
+        return rules + list(_fpn_rules(4, fields.get("fpn_batch_norm", False)))
     if arch.startswith("vgg"):
         stages = VGG11_STAGES if arch.startswith("vgg11") else VGG16_STAGES
         return list(_vgg_rules(stages, arch.endswith("_bn")))
@@ -234,6 +277,8 @@ def _infer_fields(arch: str, state_dict: Mapping[str, np.ndarray]) -> dict[str, 
         )
         fields["num_classes"] = out[0] if out else 1000
         fields["fc_width"] = fc6[0] if fc6 else 4096
+    elif arch in FPN_ARCHS:
+        pass  # nothing to read: 256 channels, 4 levels + pool
     elif arch.startswith("resnet"):
         fc = _shape(state_dict, "fc.weight")
         fields["num_classes"] = fc[0] if fc else 1000
@@ -252,6 +297,29 @@ def _check_arch(arch: str) -> None:
             f"unknown architecture {arch!r}; convertible: {', '.join(ARCHS)} (not covered: "
             f"{', '.join(NOT_COVERED)})"
         )
+
+
+def _fpn_backbone_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A backbone's own keys: a whole detector's ``backbone.*`` (its heads left out), and
+    pre-version-2 FPN names (``fpn.inner_blocks.0.weight``) as version 2 ones (``...0.0...``)."""
+    if any(k.startswith(DETECTOR_BACKBONE_PREFIX) for k in state_dict):
+        state_dict = {
+            k.removeprefix(DETECTOR_BACKBONE_PREFIX): v
+            for k, v in state_dict.items()
+            if not k.startswith(DETECTOR_HEAD_PREFIXES)
+        }
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if (
+            len(parts) == 4
+            and parts[0] == "fpn"
+            and parts[1] in ("inner_blocks", "layer_blocks")
+            and parts[3] in ("weight", "bias")
+        ):
+            key = ".".join([*parts[:3], "0", parts[3]])
+        out[key] = value
+    return out
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
@@ -280,7 +348,8 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
 
     Args:
       arch: a key of :data:`ARCHS`, e.g. ``"vgg16_bn"``.
-      state_dict: ``{torch key: array}`` exactly as ``model.state_dict()`` names them.
+      state_dict: ``{torch key: array}`` exactly as ``model.state_dict()`` names them (for
+        :data:`FPN_ARCHS`, the backbone's or a whole detector's).
 
     Returns:
       A :class:`Converted` with float32 variables shaped as the jaxcv model's ``init``.
@@ -292,6 +361,8 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     """
     _check_arch(arch)
     state_dict = dict(state_dict)
+    if arch in FPN_ARCHS:
+        state_dict = _fpn_backbone_keys(state_dict)
     fields = _infer_fields(arch, state_dict)
     model_name = ARCHS[arch][0]
     variables: dict[str, dict] = {}

@@ -16,6 +16,7 @@ torchvision = pytest.importorskip("torchvision")
 from torch_to_flax import (  # noqa: E402
     narrow_torch_vgg,
     nchw_to_nhwc,
+    randomize_all_batch_norms,
     randomize_batch_norms,
     relative_error,
 )
@@ -181,3 +182,88 @@ def test_reading_without_torch_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install 'jaxcv\[convert\]'"):
         convert.read_state_dict(tmp_path / "a.pth")
+
+
+FPN_LEVELS = ["0", "1", "2", "3", "pool"]
+
+
+def _torch_detector(builder, seed=0):
+    """A random-init torchvision detector with random BN statistics and FPN biases."""
+    torch.manual_seed(seed)
+    tdet = getattr(torchvision.models.detection, builder)(
+        weights=None, weights_backbone=None, num_classes=5
+    )
+    randomize_all_batch_norms(tdet.backbone, seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in tdet.backbone.fpn.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=gen))
+    return tdet.eval()
+
+
+@pytest.mark.parametrize(
+    ("builder", "arch", "size"),
+    [
+        ("fasterrcnn_resnet50_fpn", "resnet50_fpn", (96, 130)),
+        ("fasterrcnn_resnet50_fpn_v2", "resnet50_fpn_v2", (67, 80)),
+    ],
+)
+def test_detector_backbone_converts_to_the_fpn_backbone(builder, arch, size, tmp_path):
+    """A whole detector checkpoint: its backbone.* keys convert (rpn.*, roi_heads.* left out)
+    and the five FPN levels equal torchvision's backbone(x) on odd image sizes."""
+    tdet = _torch_detector(builder)
+    path = tmp_path / f"{builder}.pth"
+    torch.save(tdet.state_dict(), path)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = tdet.backbone(x)
+    assert list(expected) == FPN_LEVELS
+
+    converted = convert.convert_checkpoint(arch, path)
+    assert converted.model_name == "resnet_fpn"
+    assert set(converted.variables) == {"params", "batch_stats"}
+    assert set(converted.variables["params"]) == {"body", "fpn"}
+    model = converted.build_model()
+    actual = jax.jit(model.apply)(converted.variables, jnp.asarray(nchw_to_nhwc(x)))
+    assert list(actual) == FPN_LEVELS
+    for name in FPN_LEVELS:
+        value = nchw_to_nhwc(expected[name])
+        assert actual[name].shape == value.shape, name
+        assert np.abs(value).max() > 0.05, name
+        assert relative_error(actual[name], value) < 1e-4, name
+
+
+def test_fpn_backbone_keys_old_names_and_errors():
+    tdet = _torch_detector("fasterrcnn_resnet50_fpn")
+    full = {k: v.numpy() for k, v in tdet.state_dict().items()}
+    backbone = {k[9:]: v for k, v in full.items() if k.startswith("backbone.")}
+    reference = convert.convert_state_dict("resnet50_fpn", full).variables
+    # The backbone's own state dict, and pre-version-2 FPN key names (the original COCO
+    # checkpoints): the same variables.
+    old = {
+        k.replace(".0.weight", ".weight").replace(".0.bias", ".bias")
+        if k.startswith("fpn.")
+        else k: v
+        for k, v in backbone.items()
+    }
+    assert "fpn.inner_blocks.3.weight" in old and "fpn.layer_blocks.0.bias" in old
+    for sd in (backbone, old):
+        variables = convert.convert_state_dict("resnet50_fpn", sd).variables
+        assert all(jax.tree.leaves(jax.tree.map(np.array_equal, variables, reference)))
+    fpn = reference["params"]["fpn"]["layer_block2"]["conv"]
+    np.testing.assert_array_equal(
+        fpn["kernel"], full["backbone.fpn.layer_blocks.2.0.weight"].transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_array_equal(fpn["bias"], full["backbone.fpn.layer_blocks.2.0.bias"])
+    # Keys outside backbone/rpn/roi_heads, and missing ones, are listed.
+    broken = {**full, "transform.extra": np.zeros(3, np.float32)}
+    del broken["backbone.fpn.inner_blocks.1.0.bias"]
+    pattern = r"missing keys \(1\): fpn\.inner_blocks\.1\.0\.bias.*unexpected keys \(1\): transform"
+    with pytest.raises(convert.ConversionError, match=pattern):
+        convert.convert_state_dict("resnet50_fpn", broken)
+    # A v1 checkpoint is not a v2 one: the FPN BatchNorms are missing.
+    with pytest.raises(convert.ConversionError, match=r"missing keys.*fpn\.inner_blocks\.0\.1"):
+        convert.convert_state_dict("resnet50_fpn_v2", full)
+    with pytest.raises(NotImplementedError, match=r"convert it alone as 'resnet50_fpn'"):
+        convert.convert_state_dict("fasterrcnn_resnet50_fpn", full)

@@ -139,3 +139,104 @@ def narrow_torch_vgg(arch: str, fc_width: int, num_classes: int) -> torch.nn.Mod
                 layer.weight.normal_(0.0, 0.05)
                 layer.bias.uniform_(-0.1, 0.1)
     return tmodel
+
+
+def randomize_all_batch_norms(model: torch.nn.Module, seed: int = 0) -> None:
+    """:func:`randomize_batch_norms` for ``BatchNorm2d`` and torchvision's ``FrozenBatchNorm2d``
+    (the pre-trained detectors' norm, whose four tensors are buffers)."""
+    frozen = torchvision.ops.misc.FrozenBatchNorm2d
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d | frozen):
+                n = module.weight.shape[0]
+                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+
+
+def fpn_variables(fpn: torch.nn.Module) -> tuple[dict, dict]:
+    """torchvision ``FeaturePyramidNetwork`` -> ``(params, batch_stats)`` of
+    ``jaxcv.models.fpn.FeaturePyramidNetwork`` (``batch_stats`` empty without norm layers)."""
+    params, stats = {}, {}
+    for kind in ("inner", "layer"):
+        for i, block in enumerate(getattr(fpn, f"{kind}_blocks")):
+            name = f"{kind}_block{i}"
+            params[name] = {"conv": conv_params(block[0])}
+            if len(block) > 1:
+                params[name]["bn"], bn_stats = bn_params(block[1])
+                stats[name] = {"bn": bn_stats}
+    return params, stats
+
+
+def resnet_trunk_variables(model: torch.nn.Module) -> tuple[dict, dict]:
+    """A torchvision ResNet's ``conv1``, ``bn1``, ``layer1..4`` (any that exist) -> ``(params,
+    batch_stats)`` of ``jaxcv.models.ResNetBackbone``; works on an ``IntermediateLayerGetter``."""
+    params: dict = {"conv1": conv_params(model.conv1)}
+    stats: dict = {}
+    params["bn1"], stats["bn1"] = bn_params(model.bn1)
+    for s in range(1, 5):
+        if not hasattr(model, f"layer{s}"):
+            continue
+        layer_p, layer_s = {}, {}
+        for i, block in enumerate(getattr(model, f"layer{s}")):
+            bp, bs = {}, {}
+            for j in (1, 2, 3):
+                if hasattr(block, f"conv{j}"):
+                    bp[f"conv{j}"] = conv_params(getattr(block, f"conv{j}"))
+                    bp[f"bn{j}"], bs[f"bn{j}"] = bn_params(getattr(block, f"bn{j}"))
+            if block.downsample is not None:
+                bp["downsample_conv"] = conv_params(block.downsample[0])
+                bp["downsample_bn"], bs["downsample_bn"] = bn_params(block.downsample[1])
+            layer_p[f"block{i}"], layer_s[f"block{i}"] = bp, bs
+        params[f"layer{s}"], stats[f"layer{s}"] = layer_p, layer_s
+    return params, stats
+
+
+def resnet_fpn_variables(backbone: torch.nn.Module) -> dict:
+    """torchvision ``BackboneWithFPN`` (``resnet_fpn_backbone``, a detector's ``.backbone``) ->
+    ``{"params", "batch_stats"}`` of ``jaxcv.models.fpn.ResNetFPNBackbone``."""
+    body_p, body_s = resnet_trunk_variables(backbone.body)
+    fpn_p, fpn_s = fpn_variables(backbone.fpn)
+    stats = {"body": body_s, **({"fpn": fpn_s} if fpn_s else {})}
+    return {"params": {"body": body_p, "fpn": fpn_p}, "batch_stats": stats}
+
+
+def chw_flatten_linear_params(module: torch.nn.Linear, channels: int, h: int, w: int) -> dict:
+    """A linear layer reading ``(C, h, w)``-flattened NCHW input -> jaxcv's kernel reading
+    ``(h, w, C)``-flattened NHWC input (VGG's ``fc6``, torchvision's ``TwoMLPHead.fc6``)."""
+    weight = to_numpy(module.weight)
+    out = weight.shape[0]
+    kernel = weight.reshape(out, channels, h, w).transpose(2, 3, 1, 0).reshape(-1, out)
+    return {"kernel": kernel, "bias": to_numpy(module.bias)}
+
+
+def rpn_head_params(head: torch.nn.Module) -> dict:
+    """torchvision ``RPNHead`` (one 3x3 conv) -> params of ``jaxcv.models.rpn.RPNHead``."""
+    return {
+        "conv": conv_params(head.conv[0][0]),
+        "cls_logits": conv_params(head.cls_logits),
+        "bbox_pred": conv_params(head.bbox_pred),
+    }
+
+
+def faster_rcnn_fpn_variables(model: torch.nn.Module, roi_size: int = 7) -> dict:
+    """torchvision ``fasterrcnn_resnet50_fpn`` -> ``{"params", "batch_stats"}`` of
+    ``jaxcv.models.faster_rcnn_fpn.FasterRCNNFPN``."""
+    variables = resnet_fpn_variables(model.backbone)
+    box_head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
+    channels = model.backbone.out_channels
+    params = {
+        "backbone": variables["params"],
+        "rpn": rpn_head_params(model.rpn.head),
+        "box_head": {
+            "fc6": chw_flatten_linear_params(box_head.fc6, channels, roi_size, roi_size),
+            "fc7": linear_params(box_head.fc7),
+        },
+        "box_predictor": {
+            "cls_score": linear_params(predictor.cls_score),
+            "bbox_pred": linear_params(predictor.bbox_pred),
+        },
+    }
+    return {"params": params, "batch_stats": {"backbone": variables["batch_stats"]}}
