@@ -9,11 +9,14 @@ Example::
     recall = proposals.proposal_recall(props, gt, iou_threshold=0.5)
 
 Modules: :mod:`~jaxcv.proposals.features` (colour spaces, histograms),
+:mod:`~jaxcv.proposals.felzenszwalb` (the initial segmentation),
 :mod:`~jaxcv.proposals.similarity`, :mod:`~jaxcv.proposals.grouping` (hierarchical grouping),
 :mod:`~jaxcv.proposals.selective_search` (strategies, ranking), :mod:`~jaxcv.proposals.cache`
 (whole datasets, on-disk cache), :mod:`~jaxcv.proposals.table` (fixed-count tables of a split),
 :mod:`~jaxcv.proposals.pipeline` (a config's ``proposals`` section) and
-:mod:`~jaxcv.proposals.metrics` (recall, MABO).
+:mod:`~jaxcv.proposals.metrics` (recall, MABO). The sequential loops (Felzenszwalb's
+union-find, the grouping's merges, per-pixel binning) are numba kernels in
+:mod:`~jaxcv.proposals._compiled`, imported on first use.
 """
 
 from jaxcv.proposals.cache import (

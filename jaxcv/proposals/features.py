@@ -1,8 +1,9 @@
 """Colour spaces and per-region histograms for selective search (Uijlings et al. 2013, sec. 3.2).
 
-Everything here is host-side NumPy on one image. Images are ``(H, W, 3)`` RGB float64 in
-``[0, 1]``; colour-space conversions return ``(H, W, C)`` float64 in ``[0, 1]`` per channel so
-that fixed-range histograms and Felzenszwalb's threshold ``k`` mean the same in every space.
+Everything here is host-side NumPy (the per-pixel loops in numba) on one image. Images are
+``(H, W, 3)`` RGB float64 in ``[0, 1]``; colour-space conversions return ``(H, W, C)`` float64
+in ``[0, 1]`` per channel so that fixed-range histograms and Felzenszwalb's threshold ``k`` mean
+the same in every space.
 
 Region descriptors (one row per region of an integer label map):
 
@@ -93,20 +94,10 @@ def oriented_gradients(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3:
         raise ValueError(f"image must be (H, W, C), got shape {image.shape}")
     out = np.empty((*image.shape, TEXTURE_ORIENTATIONS), dtype=np.float64)
-    thetas = np.arange(TEXTURE_ORIENTATIONS) * (2 * np.pi / TEXTURE_ORIENTATIONS)
-    for c in range(image.shape[-1]):
-        channel = image[..., c]
-        dy = ndimage.gaussian_filter(channel, TEXTURE_SIGMA, order=(1, 0), mode="nearest")
-        dx = ndimage.gaussian_filter(channel, TEXTURE_SIGMA, order=(0, 1), mode="nearest")
-        for o, theta in enumerate(thetas):
-            out[..., c, o] = np.maximum(np.cos(theta) * dx + np.sin(theta) * dy, 0.0)
+    dx, dy = _derivatives(image)
+    for o, (cos, sin) in enumerate(zip(*_orientations(), strict=True)):
+        out[..., o] = np.maximum(cos * np.moveaxis(dx, 0, -1) + sin * np.moveaxis(dy, 0, -1), 0.0)
     return out
-
-
-def _bin_index(values: np.ndarray, bins: int, upper: np.ndarray | float) -> np.ndarray:
-    """Bin of each value for ``bins`` equal bins over ``[0, upper]`` (``upper`` in last bin)."""
-    upper = np.maximum(np.asarray(upper, dtype=np.float64), 1e-12)
-    return np.minimum((values / upper * bins).astype(np.int64), bins - 1)
 
 
 def l1_normalise(hist: np.ndarray) -> np.ndarray:
@@ -115,14 +106,42 @@ def l1_normalise(hist: np.ndarray) -> np.ndarray:
     return hist / np.where(total > 0, total, 1.0)
 
 
+def _id_dtype(width: int) -> type:
+    return np.uint8 if width <= 256 else np.int64
+
+
 def colour_bin_ids(image: np.ndarray) -> tuple[np.ndarray, int]:
     """Colour-histogram bin of every pixel and channel: ``(H * W, C)`` ids in ``0..25 C - 1``.
 
-    Returns the ids and the histogram width ``COLOUR_BINS * C``.
+    Returns the ids (uint8 for up to 10 channels) and the histogram width ``COLOUR_BINS * C``.
     """
+    from jaxcv.proposals import _compiled
+
     h, w, c = image.shape
-    bins = _bin_index(image.reshape(h * w, c), COLOUR_BINS, 1.0) + COLOUR_BINS * np.arange(c)
-    return bins, COLOUR_BINS * c
+    if not (image.min() >= 0.0 and image.max() <= 1.0):  # NaN fails too
+        raise ValueError("colour values must lie in [0, 1]")
+    width = COLOUR_BINS * c
+    out = np.empty((h * w, c), _id_dtype(width))
+    values = np.ascontiguousarray(image, np.float64).reshape(h * w, c)
+    _compiled.fixed_range_bin_ids(values, COLOUR_BINS, out)
+    return out, width
+
+
+def _derivatives(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First Gaussian derivatives ``d/dx``, ``d/dy`` (``sigma = TEXTURE_SIGMA``), ``(C, H, W)``."""
+    image = np.asarray(image, np.float64)
+    dx = np.empty(np.roll(image.shape, 1))
+    dy = np.empty_like(dx)
+    for c in range(image.shape[-1]):
+        channel = image[..., c]
+        dy[c] = ndimage.gaussian_filter(channel, TEXTURE_SIGMA, order=(1, 0), mode="nearest")
+        dx[c] = ndimage.gaussian_filter(channel, TEXTURE_SIGMA, order=(0, 1), mode="nearest")
+    return dx, dy
+
+
+def _orientations() -> tuple[np.ndarray, np.ndarray]:
+    thetas = np.arange(TEXTURE_ORIENTATIONS) * (2 * np.pi / TEXTURE_ORIENTATIONS)
+    return np.cos(thetas), np.sin(thetas)
 
 
 def texture_bin_ids(image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -130,15 +149,23 @@ def texture_bin_ids(image: np.ndarray) -> tuple[np.ndarray, int]:
 
     Each channel/orientation response of :func:`oriented_gradients` is binned over ``[0, m_c]``
     where ``m_c`` is the largest response of channel ``c`` in the image (bins are shared by all
-    regions of an image, which is all the similarity needs). Returns the ids and the histogram
-    width ``TEXTURE_BINS * 8 * C``.
+    regions of an image, which is all the similarity needs). Returns the ids (uint8 for up to 3
+    channels) and the histogram width ``TEXTURE_BINS * 8 * C``. The responses are not stored:
+    a compiled loop bins them as it computes them.
     """
+    from jaxcv.proposals import _compiled
+
     h, w, c = image.shape
-    grads = oriented_gradients(image).reshape(h * w, c, TEXTURE_ORIENTATIONS)
-    upper = grads.max(axis=(0, 2))[None, :, None]
-    bins = _bin_index(grads, TEXTURE_BINS, upper).reshape(h * w, -1)
-    bins = bins + TEXTURE_BINS * np.arange(c * TEXTURE_ORIENTATIONS)
-    return bins, TEXTURE_BINS * TEXTURE_ORIENTATIONS * c
+    dx, dy = _derivatives(image)
+    if not (np.isfinite(dx).all() and np.isfinite(dy).all()):
+        raise ValueError("image values must be finite")
+    width = TEXTURE_BINS * TEXTURE_ORIENTATIONS * c
+    out = np.empty((h * w, TEXTURE_ORIENTATIONS * c), _id_dtype(width))
+    cosines, sines = _orientations()
+    _compiled.oriented_bin_ids(
+        dx.reshape(c, h * w), dy.reshape(c, h * w), cosines, sines, TEXTURE_BINS, out
+    )
+    return out, width
 
 
 def region_histograms(
@@ -153,9 +180,14 @@ def region_histograms(
         :func:`texture_bin_ids`).
       width: histogram length ``D``.
     """
-    flat = (labels.reshape(-1, 1).astype(np.int64) * width + bin_ids).ravel()
-    counts = np.bincount(flat, minlength=num_regions * width).astype(np.float64)
-    return l1_normalise(counts.reshape(num_regions, width))
+    from jaxcv.proposals import _compiled
+
+    return _compiled.region_histograms(
+        np.ascontiguousarray(labels, np.int64).reshape(-1),
+        int(num_regions),
+        np.ascontiguousarray(bin_ids),
+        int(width),
+    )
 
 
 def colour_histograms(image: np.ndarray, labels: np.ndarray, num_regions: int) -> np.ndarray:
@@ -189,15 +221,8 @@ def adjacent_pairs(labels: np.ndarray) -> np.ndarray:
     """Unique pairs ``(E, 2)`` int64, ``a < b``, of regions sharing a 4-connected pixel edge."""
     if labels.ndim != 2:
         raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    pairs = [
-        np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], axis=1),
-        np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], axis=1),
-    ]
-    pairs = np.concatenate(pairs).astype(np.int64)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    if not len(pairs):
-        return pairs.reshape(0, 2)
-    pairs.sort(axis=1)
-    stride = int(labels.max()) + 1
-    codes = np.unique(pairs[:, 0] * stride + pairs[:, 1])  # 1-D unique: sorted (a, b) rows
-    return np.stack(np.divmod(codes, stride), axis=1)
+    from jaxcv.proposals import _compiled
+
+    stride = int(labels.max()) + 1 if labels.size else 1
+    codes = np.unique(_compiled.boundary_codes(np.ascontiguousarray(labels, np.int64), stride))
+    return np.stack(np.divmod(codes, stride), axis=1).reshape(-1, 2)  # sorted (a, b) rows

@@ -1,21 +1,26 @@
 """Hierarchical grouping of selective search (Uijlings et al. 2013, algorithm 1).
 
 Starting from an initial segmentation, the two most similar neighbouring regions are merged
-until one region covers the image. Merging is incremental: a neighbour graph (one set per
+until one region covers the image. Merging is incremental: a neighbour graph (one list per
 region) and a max-heap of similarities with lazy deletion (entries of merged regions are
 skipped when popped); the merged region's histograms are the size-weighted average of its
 parts, its box the union, and only its similarities to its neighbours are computed. Each
-merge costs ``O(deg * D)``, never a recomputation over all pairs.
+merge costs ``O(deg * D)``, never a recomputation over all pairs. The loop is compiled
+(:func:`jaxcv.proposals._compiled.hierarchical_grouping`, numba); its similarities are
+bit-identical to :func:`jaxcv.proposals.similarity.combined_similarity`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 
 import numpy as np
 
-from jaxcv.proposals.similarity import check_similarities, combined_similarity
+from jaxcv.proposals.similarity import check_similarities
+
+# Codes of jaxcv.proposals._compiled (COLOUR, TEXTURE, SIZE, FILL), kept here so that importing
+# this module does not load numba.
+_TERMS = {"colour": 0, "texture": 1, "size": 2, "fill": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,66 +69,25 @@ def hierarchical_grouping(regions: InitialRegions, similarities: tuple[str, ...]
       regions: the initial segmentation's descriptors.
       similarities: names from :data:`jaxcv.proposals.similarity.SIMILARITIES` to sum.
     """
+    from jaxcv.proposals import _compiled
+
     names = check_similarities(similarities)
     r = regions.sizes.shape[0]
-    capacity = max(2 * r - 1, 1)
-    sizes = np.zeros(capacity, np.float64)
-    boxes = np.zeros((capacity, 4), np.int64)
-    sizes[:r], boxes[:r] = regions.sizes, regions.boxes
-    use_colour, use_texture = "colour" in names, "texture" in names
-    colour = np.zeros((capacity, regions.colour.shape[1])) if use_colour else None
-    texture = np.zeros((capacity, regions.texture.shape[1])) if use_texture else None
-    if use_colour:
-        colour[:r] = regions.colour
-    if use_texture:
-        texture[:r] = regions.texture
+    pairs = np.ascontiguousarray(regions.pairs, np.int64).reshape(-1, 2)
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= r or np.any(pairs[:, 0] == pairs[:, 1])):
+        raise ValueError(f"pairs must be distinct region ids in 0..{r - 1}")
 
-    def similarity(a, b: np.ndarray) -> np.ndarray:
-        return combined_similarity(
-            names,
-            regions.image_size,
-            colour=(colour[a], colour[b]) if use_colour else None,
-            texture=(texture[a], texture[b]) if use_texture else None,
-            sizes=(sizes[a], sizes[b]),
-            boxes=(boxes[a], boxes[b]),
-        )
+    def histograms(name: str, values: np.ndarray) -> np.ndarray:
+        if name not in names:
+            return np.zeros((r, 0))  # unused: no copies, no merging
+        return np.ascontiguousarray(values, np.float64)
 
-    neighbours: list[set[int]] = [set() for _ in range(capacity)]
-    for a, b in regions.pairs.tolist():
-        neighbours[a].add(b)
-        neighbours[b].add(a)
-    a_ids, b_ids = regions.pairs[:, 0], regions.pairs[:, 1]
-    initial = similarity(a_ids, b_ids) if len(a_ids) else np.zeros(0)
-    heap = list(zip((-initial).tolist(), a_ids.tolist(), b_ids.tolist(), strict=True))
-    heapq.heapify(heap)
-    alive = np.zeros(capacity, bool)
-    alive[:r] = True
-    new = r
-    while heap:
-        _, a, b = heapq.heappop(heap)
-        if not (alive[a] and alive[b]):
-            continue  # a stale entry: one of the two was merged already
-        sa, sb = sizes[a], sizes[b]
-        sizes[new] = sa + sb
-        boxes[new, :2] = np.minimum(boxes[a, :2], boxes[b, :2])
-        boxes[new, 2:] = np.maximum(boxes[a, 2:], boxes[b, 2:])
-        if use_colour:
-            colour[new] = (sa * colour[a] + sb * colour[b]) / (sa + sb)
-        if use_texture:
-            texture[new] = (sa * texture[a] + sb * texture[b]) / (sa + sb)
-        alive[a] = alive[b] = False
-        alive[new] = True
-        around = (neighbours[a] | neighbours[b]) - {a, b}
-        neighbours[a] = neighbours[b] = set()
-        for n in around:
-            neighbours[n].discard(a)
-            neighbours[n].discard(b)
-            neighbours[n].add(new)
-        neighbours[new] = around
-        if around:
-            others = np.fromiter(sorted(around), np.int64, len(around))
-            sims = similarity(np.full(len(others), new), others)
-            for s, n in zip((-sims).tolist(), others.tolist(), strict=True):
-                heapq.heappush(heap, (s, n, new))  # n < new always
-        new += 1
-    return boxes[:new]
+    return _compiled.hierarchical_grouping(
+        np.ascontiguousarray(regions.sizes, np.float64),
+        np.ascontiguousarray(regions.boxes, np.int64),
+        histograms("colour", regions.colour),
+        histograms("texture", regions.texture),
+        pairs,
+        float(regions.image_size),
+        np.array([_TERMS[name] for name in names], np.int64),
+    )

@@ -2,8 +2,9 @@
 
 For each *strategy* (colour space x Felzenszwalb threshold ``k`` x similarity combination) an
 image is over-segmented with Felzenszwalb and Huttenlocher's graph-based method
-(``skimage.segmentation.felzenszwalb``, ``sigma = 0.8``) and the regions are grouped
-hierarchically (:mod:`jaxcv.proposals.grouping`); every region of every hierarchy is a box.
+(``skimage.segmentation.felzenszwalb``'s labels, ``sigma = 0.8``, computed by
+:mod:`jaxcv.proposals.felzenszwalb` with one edge sort per colour space) and the regions are
+grouped hierarchically (:mod:`jaxcv.proposals.grouping`); every region of every hierarchy is a box.
 Boxes are ranked as in the paper: within a strategy the region at hierarchy position ``p``
 (``p = 1`` for the last merge, the whole image; larger for earlier regions) gets the priority
 ``u * p`` with ``u ~ U(0, 1)`` from a seeded generator; all strategies' boxes are sorted by
@@ -16,7 +17,7 @@ Modes (the paper's sec. 5.2):
 * ``"quality"``: HSV, Lab, rgI, H, I; ``k in {50, 100, 150, 300}``; C+T+S+F, T+S+F, F, S
   (80 strategies, 20 segmentations).
 
-This is host-side NumPy (R-CNN's external proposals), not a jit-able op.
+This is host-side NumPy with numba kernels (R-CNN's external proposals), not a jit-able op.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from skimage.segmentation import felzenszwalb
 
-from jaxcv.proposals import features
+from jaxcv.proposals import features, felzenszwalb
 from jaxcv.proposals.grouping import InitialRegions, hierarchical_grouping
 from jaxcv.proposals.similarity import check_similarities
 
@@ -86,17 +86,11 @@ def segment(
 ) -> tuple[np.ndarray, int]:
     """Felzenszwalb segmentation of ``(H, W, C)`` float ``[0, 1]``: labels ``(H, W)``, ``R``.
 
-    Labels are consecutive ``0..R-1``. ``k`` is in the paper's 0..255 intensity units
-    (scikit-image divides its ``scale`` by 255 internally).
+    Labels are consecutive ``0..R-1``. ``k`` is in the paper's 0..255 intensity units; the
+    labels are ``skimage.segmentation.felzenszwalb(image, k, sigma, min_size)``'s
+    (:mod:`jaxcv.proposals.felzenszwalb`).
     """
-    labels = felzenszwalb(image, scale=k, sigma=sigma, min_size=min_size, channel_axis=-1)
-    labels = labels.astype(np.int64)
-    r = int(labels.max()) + 1
-    if np.bincount(labels.ravel(), minlength=r).min() == 0:  # not consecutive: relabel
-        _, labels = np.unique(labels, return_inverse=True)
-        labels = labels.reshape(image.shape[:2])
-        r = int(labels.max()) + 1
-    return labels, r
+    return felzenszwalb.felzenszwalb(image, k, sigma, min_size)
 
 
 def initial_regions(
@@ -105,15 +99,19 @@ def initial_regions(
     min_size: int,
     *,
     bin_ids: tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]] | None = None,
+    graph: felzenszwalb.EdgeGraph | None = None,
 ) -> InitialRegions:
     """Segment ``(H, W, C)`` float ``[0, 1]`` ``image`` and describe its regions.
 
     ``bin_ids`` (the colour and texture ``(ids, width)`` of :mod:`jaxcv.proposals.features`)
-    can be passed to reuse them across thresholds ``k`` of the same colour space.
+    and ``graph`` (:func:`jaxcv.proposals.felzenszwalb.edge_graph` of ``image``) can be passed
+    to reuse them across thresholds ``k`` of the same colour space.
     """
     if bin_ids is None:
         bin_ids = (features.colour_bin_ids(image), features.texture_bin_ids(image))
-    labels, r = segment(image, k, min_size)
+    if graph is None:
+        graph = felzenszwalb.edge_graph(image, FELZENSZWALB_SIGMA)
+    labels, r = felzenszwalb.segment_graph(graph, k, min_size)
     sizes, boxes = features.region_sizes_and_boxes(labels, r)
     return InitialRegions(
         sizes=sizes,
@@ -148,8 +146,21 @@ def rank_and_deduplicate(
     )
     order = np.argsort(priorities, kind="stable")
     ranked = boxes[order]
-    _, first = np.unique(ranked, axis=0, return_index=True)
+    _, first = np.unique(_row_keys(ranked), axis=0, return_index=True)  # first occurrences
     return ranked[np.sort(first)]
+
+
+def _row_keys(boxes: np.ndarray) -> np.ndarray:
+    """One int64 per row, equal iff the rows are (``(N, 1)`` codes), else ``boxes`` itself."""
+    if not len(boxes) or boxes.min() < 0:
+        return boxes
+    base = int(boxes.max()) + 1
+    if base**4 >= 2**63:
+        return boxes
+    keys = np.zeros(len(boxes), np.int64)
+    for column in range(4):
+        keys = keys * base + boxes[:, column].astype(np.int64)
+    return keys[:, None]
 
 
 def selective_search(
@@ -187,17 +198,21 @@ def selective_search(
     if min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {min_size}")
 
-    converted: dict[str, tuple[np.ndarray, tuple]] = {}
+    converted: dict[str, tuple[np.ndarray, tuple, felzenszwalb.EdgeGraph]] = {}
     segmented: dict[tuple[str, float], InitialRegions] = {}
     hierarchies = []
     for strategy in strategies:
         space, k = strategy.colour_space, strategy.k
         if space not in converted:
-            img = features.convert_colour(rgb, space)
-            converted[space] = (img, (features.colour_bin_ids(img), features.texture_bin_ids(img)))
+            if space == "h" and "hsv" in converted:  # hue = HSV's first channel
+                img = converted["hsv"][0][..., :1]
+            else:
+                img = features.convert_colour(rgb, space)
+            bin_ids = (features.colour_bin_ids(img), features.texture_bin_ids(img))
+            converted[space] = (img, bin_ids, felzenszwalb.edge_graph(img, FELZENSZWALB_SIGMA))
         if (space, k) not in segmented:
-            img, bin_ids = converted[space]
-            segmented[space, k] = initial_regions(img, k, min_size, bin_ids=bin_ids)
+            img, bin_ids, graph = converted[space]
+            segmented[space, k] = initial_regions(img, k, min_size, bin_ids=bin_ids, graph=graph)
         hierarchies.append(hierarchical_grouping(segmented[space, k], strategy.similarities))
     boxes = rank_and_deduplicate(hierarchies, np.random.default_rng(seed))
     if max_proposals is not None:
