@@ -99,7 +99,9 @@ def train_stage(config: ml_collections.ConfigDict, folder: Path) -> dict[str, fl
         print(f"{folder.name}: finished before, read {folder / RESULTS_FILE}")
         return done
     print(f"{folder.name}: training {config.name} in {folder}")
-    results = train_and_evaluate(config, folder)
+    # A copy: training fills in the config (num_classes from the dataset), and the study's later
+    # claims must see the config as the rerun that reads this stage will.
+    results = train_and_evaluate(copy.deepcopy(config), folder)
     if results.get("train/interrupted"):
         raise KeyboardInterrupt(f"{folder.name} interrupted; rerun to resume")
     return results

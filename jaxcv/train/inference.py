@@ -11,6 +11,7 @@ any data is read.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -112,6 +113,7 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str | Path, *, which
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest'; got {which!r}")
     workdir = Path(workdir)
+    config = copy.deepcopy(config)  # building the model fills in num_classes: not the caller's
     info = jdata.get_info(config.data.name, data_dir=config.data.data_dir)
     task = build_task(config, make_model(config, info))
     checkpointer = _open_checkpoints(config, workdir)
