@@ -4,6 +4,8 @@
                 [--distributed [--coordinator HOST:PORT --num-processes N --process-id I]]
     jaxcv eval EXPERIMENT --workdir DIR [--checkpoint best|latest] [--set key=value ...]
     jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--top-k K]
+    jaxcv predict --weights OUT_DIR IMAGE [IMAGE ...] [--json OUT.json] [--draw DIR]
+                  [--score-threshold T]
     jaxcv data prepare NAME [--data-dir DIR] [--manual-dir DIR]
     jaxcv data proposals NAME --split SPLIT [--num-images N] [--mode fast|quality]
     jaxcv demo [--workdir DIR]
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import sys
 import time
@@ -58,6 +61,8 @@ DEMO_NEXT = (
 )
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+#: ``jaxcv predict --weights``' default ``--score-threshold`` (torchvision's box_score_thresh).
+DETECTION_SCORE_THRESHOLD = 0.05
 DEBUG_ENV = console.DEBUG_ENV
 
 
@@ -144,11 +149,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_args(p)
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
 
-    p = sub.add_parser("predict", help="classify image files with a trained run")
-    _add_experiment_args(p)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a trained run, or detect objects in them with a "
+        "converted detector (--weights)",
+        usage="jaxcv predict EXPERIMENT --workdir DIR IMAGE [IMAGE ...] [--set KEY=VALUE] "
+        "[--checkpoint best|latest] [--top-k K]\n       jaxcv predict --weights OUT_DIR IMAGE "
+        "[IMAGE ...] [--json OUT.json] [--draw DIR] [--score-threshold T]",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="EXPERIMENT IMAGE [IMAGE ...] with --workdir (classification), or IMAGE [IMAGE ...] "
+        "with --weights (detection)",
+    )
+    p.add_argument("--workdir", type=Path, help="the classification run's directory")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of EXPERIMENT (repeatable)",
+    )
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--top-k", type=int, default=1, help="show the K most likely classes")
+    p.add_argument("--top-k", type=int, default=None, help="show the K most likely classes (1)")
+    det = p.add_argument_group("detection with a converted torchvision detector")
+    det.add_argument(
+        "--weights",
+        type=Path,
+        metavar="OUT_DIR",
+        help="what `jaxcv convert torchvision fasterrcnn_resnet50_fpn CKPT.pth OUT_DIR` wrote",
+    )
+    det.add_argument("--json", type=Path, metavar="OUT.json", help="write the detections here")
+    det.add_argument("--draw", type=Path, metavar="DIR", help="write each image with its boxes")
+    det.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help=f"keep detections scoring above T (default {DETECTION_SCORE_THRESHOLD})",
+    )
 
     p = sub.add_parser("data", help="dataset commands")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -174,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert pre-trained weights to a jaxcv checkpoint")
     conv_sub = p.add_subparsers(dest="convert_source", required=True, metavar="SOURCE")
     tv = conv_sub.add_parser("torchvision", help="a torchvision state_dict .pth file")
-    tv.add_argument("arch", help="torchvision builder name, e.g. resnet50, vgg16_bn, fcn_resnet50")
+    tv.add_argument(
+        "arch",
+        help="torchvision builder name, e.g. resnet50, vgg16_bn, fcn_resnet50, "
+        "fasterrcnn_resnet50_fpn",
+    )
     tv.add_argument("checkpoint", type=Path, help="the .pth file (needs jaxcv[convert])")
     tv.add_argument("out_dir", type=Path, help="where to write the checkpoint and its JSON")
 
@@ -240,23 +286,93 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _cmd_predict(args) -> int:
-    from jaxcv import experiments
-
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1; got {args.top_k}")
-    for path in args.images:  # before JAX, TensorFlow and the model load
+def _check_image_paths(paths: Sequence[Path]) -> None:
+    """Every image path is a file (said in one line before JAX, TensorFlow and a model load)."""
+    for path in paths:
         if not path.is_file():
             reason = "is a directory" if path.is_dir() else "No such file or directory"
             raise ValueError(f"cannot read image {path}: {reason}")
-    config = experiments.load_config(args.experiment, args.overrides)
+
+
+def _cmd_predict(args) -> int:
+    if args.weights is not None:
+        return _cmd_detect(args)
+    given = [f for f, v in (("--json", args.json), ("--draw", args.draw)) if v is not None]
+    given += ["--score-threshold"] if args.score_threshold is not None else []
+    if given:
+        raise ValueError(f"{', '.join(given)} go with --weights OUT_DIR (a converted detector)")
+    if args.workdir is None:
+        raise ValueError(
+            "predict EXPERIMENT IMAGE ... needs --workdir DIR (a trained run); to detect objects "
+            "with a converted detector use --weights OUT_DIR IMAGE ..."
+        )
+    experiment, images = args.inputs[0], [Path(p) for p in args.inputs[1:]]
+    if not images:
+        raise ValueError(f"predict {experiment} --workdir {args.workdir} needs at least one IMAGE")
+    top_k = 1 if args.top_k is None else args.top_k
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1; got {top_k}")
+    _check_image_paths(images)
+    from jaxcv import experiments
+
+    config = experiments.load_config(experiment, args.overrides)
     from jaxcv.train.inference import predict_images
 
-    for row in predict_images(
-        config, args.workdir, args.images, which=args.checkpoint, top_k=args.top_k
-    ):
+    for row in predict_images(config, args.workdir, images, which=args.checkpoint, top_k=top_k):
         ranked = ", ".join(f"{name} ({p:.3f})" for name, p in row["top"])
         print(f"{row['path']}: {ranked}")
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    """``jaxcv predict --weights OUT_DIR IMAGE ...``: a converted detector on image files."""
+    given = [f for f, v in (("--workdir", args.workdir), ("--top-k", args.top_k)) if v is not None]
+    given += ["--set"] if args.overrides else []
+    if given:
+        raise ValueError(f"{', '.join(given)} go with a trained run, not with --weights")
+    threshold = DETECTION_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--score-threshold must be in [0, 1]; got {threshold}")
+    paths = [Path(p) for p in args.inputs]
+    _check_image_paths(paths)
+    if not args.weights.exists():
+        raise ValueError(f"--weights {args.weights}: No such file or directory")
+    from jaxcv.predict import load_detector, read_image
+
+    images = [read_image(p) for p in paths]  # a file that is not an image fails here, at once
+    detector = load_detector(args.weights, box_score_thresh=threshold)
+    rows = []
+    for path, image, found in zip(paths, images, detector(images), strict=True):
+        rows.append(
+            {
+                "image": str(path),
+                "boxes": [[float(v) for v in box] for box in found["boxes"]],
+                "scores": [float(v) for v in found["scores"]],
+                "labels": [int(v) for v in found["labels"]],
+                "names": list(found["names"]),
+            }
+        )
+        top = ", ".join(
+            f"{n} ({s:.2f})" for n, s in zip(found["names"][:5], found["scores"][:5], strict=True)
+        )
+        more = f", ... {len(found['names']) - 5} more" if len(found["names"]) > 5 else ""
+        print(f"{path}: {len(found['names'])} detections" + (f": {top}{more}" if top else ""))
+        if args.draw is not None:
+            from jaxcv.viz.detections import draw_detections
+
+            drawn = draw_detections(
+                image,
+                found["boxes"],
+                found["labels"],
+                found["names"],
+                args.draw / f"{len(rows) - 1:03d}_{path.stem}.png",
+                scores=found["scores"],
+            )
+            print(f"  drawn: {drawn}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        print(f"Wrote {args.json}")
     return 0
 
 
@@ -353,7 +469,10 @@ def _cmd_convert(args) -> int:
     fields = ", ".join(f"{k}={v!r}" for k, v in converted.model_fields.items())
     print(f"{args.arch}: {count:,} parameters -> jaxcv {converted.model_name}({fields})")
     print(f"Wrote {args.out_dir / convert.VARIABLES_DIR} and {info}")
-    print(f"Train from it: --set model.init_from={args.out_dir}")
+    if converted.model_name == "faster_rcnn_fpn":
+        print(f"Detect objects with it: jaxcv predict --weights {args.out_dir} IMAGE [IMAGE ...]")
+    else:
+        print(f"Train from it: --set model.init_from={args.out_dir}")
     return 0
 
 
@@ -409,7 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``JAXCV_DEBUG=1`` raises instead, with the traceback.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if args.command == "predict":  # IMAGEs after options: argparse leaves them out of inputs
+        args.inputs += [e for e in extras if not e.startswith("-")]
+        extras = [e for e in extras if e.startswith("-")]
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     with console.verbose_if(args.verbose):
         console.quiet_libraries()
         try:

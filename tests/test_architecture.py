@@ -29,7 +29,7 @@ LAYERS = (
     ),
     ("jaxcv.ops",),
     ("jaxcv.models", "jaxcv.data", "jaxcv.eval", "jaxcv.viz", "jaxcv.proposals"),
-    ("jaxcv.tasks",),
+    ("jaxcv.tasks", "jaxcv.predict"),
     ("jaxcv.recipes",),
     ("jaxcv.train",),
     ("jaxcv.studies", "jaxcv.experiments"),

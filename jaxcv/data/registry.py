@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from jaxcv.data.builders import voc_segmentation
 from jaxcv.errors import DatasetNotPreparedError
+from jaxcv.eval.coco_categories import COCO_THING_CLASSES
 from jaxcv.types import (
     BOXES,
     CLASSES,
@@ -191,20 +192,6 @@ def _voc_segmentation(example: dict) -> dict:
     image, labels = image[: size[0], : size[1]], labels[: size[0], : size[1]]
     labels = tf.where(labels < len(VOC_CLASS_NAMES), labels, IGNORE_LABEL)
     return {IMAGE: image, SEGMENTATION: labels, ORIGINAL_SIZE: _size(image)}
-
-
-COCO_THING_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
-    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
-    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
 
 
 def _coco_panoptic(example: dict) -> dict:

@@ -39,6 +39,7 @@ from jaxcv.models.backbones import (
 from jaxcv.models.deconvnet import DeconvNet
 from jaxcv.models.fast_rcnn import FastRCNN
 from jaxcv.models.faster_rcnn import FasterRCNN
+from jaxcv.models.faster_rcnn_fpn import FasterRCNNFPN
 from jaxcv.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from jaxcv.models.fcn_resnet import FCNResNet
 from jaxcv.models.fpn import ResNetFPNBackbone
@@ -76,6 +77,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "rcnn": RCNN,
     "fast_rcnn": FastRCNN,
     "resnet_fpn": ResNetFPNBackbone,
+    "faster_rcnn_fpn": FasterRCNNFPN,
 }
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")

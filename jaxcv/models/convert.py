@@ -8,15 +8,24 @@ Covered architectures (:data:`ARCHS`, torchvision's builder names): ``vgg11``, `
 the ``_v2`` detectors, BatchNorm in the FPN) as :class:`jaxcv.models.fpn.ResNetFPNBackbone`.
 These take the backbone's own state dict (``body.*``, ``fpn.*``) or a whole detector's, whose
 ``backbone.*`` keys they convert and whose ``rpn.*`` and ``roi_heads.*`` keys they leave out.
-The detectors themselves ``fasterrcnn_resnet50_fpn(_v2)`` and ``maskrcnn_resnet50_fpn(_v2)``
-raise ``NotImplementedError`` saying why (:data:`NOT_COVERED`).
+
+The whole detector ``fasterrcnn_resnet50_fpn`` (v1) converts to
+:class:`jaxcv.models.faster_rcnn_fpn.FasterRCNNFPN` (``faster_rcnn_fpn``): ``backbone.*`` as
+above, ``rpn.head.{conv.0.0,cls_logits,bbox_pred}`` (checkpoints saved before torchvision's
+``RPNHead`` version 2, such as the original COCO weights, name the first conv
+``rpn.head.conv``: read as ``conv.0.0``, as ``RPNHead._load_from_state_dict`` does),
+``roi_heads.box_head.{fc6,fc7}`` and ``roi_heads.box_predictor.{cls_score,bbox_pred}``.
+:func:`jaxcv.predict.detector.load_detector` runs it on images. The other detectors
+``fasterrcnn_resnet50_fpn_v2`` and ``maskrcnn_resnet50_fpn(_v2)`` raise
+``NotImplementedError`` saying why (:data:`NOT_COVERED`).
 
 The mapping is written from the state-dict *keys* of each architecture, not from torch modules:
 
 * conv ``weight (O, I, kh, kw)`` -> ``kernel (kh, kw, I, O)`` (NCHW/OIHW -> NHWC/HWIO), ``bias``.
-* linear ``weight (O, I)`` -> ``kernel (I, O)``; VGG's ``classifier.0`` (``fc6``) takes its input
-  flattened from NCHW in ``(c, h, w)`` order, jaxcv from NHWC in ``(h, w, c)`` order, so its
-  kernel is ``weight.reshape(O, C, 7, 7).transpose(2, 3, 1, 0).reshape(7 * 7 * C, O)``.
+* linear ``weight (O, I)`` -> ``kernel (I, O)``; VGG's ``classifier.0`` (``fc6``) and the
+  detector's ``roi_heads.box_head.fc6`` take their input (7x7 pooled maps) flattened from NCHW
+  in ``(c, h, w)`` order, jaxcv from NHWC in ``(h, w, c)`` order, so their kernel is
+  ``weight.reshape(O, C, 7, 7).transpose(2, 3, 1, 0).reshape(7 * 7 * C, O)``.
 * BatchNorm ``weight, bias`` -> ``params`` ``scale, bias``; ``running_mean, running_var`` ->
   ``batch_stats`` ``mean, var``; ``num_batches_tracked`` is dropped. ``FrozenBatchNorm2d``
   (torchvision's pre-trained detectors) has the same four tensors and the same ``eps`` 1e-5.
@@ -25,7 +34,8 @@ The mapping is written from the state-dict *keys* of each architecture, not from
   as ``fpn.inner_blocks.{i}.0.weight``, as torchvision's ``_load_from_state_dict`` does.
 
 Model hyperparameters are read from the tensors (``num_classes``, VGG's ``fc_width``, whether an
-FCN has ``aux_classifier``), the jaxcv model is built, and every converted array is checked
+FCN has ``aux_classifier``, the detector's ``num_classes``, ``representation_size`` and
+``num_anchors``), the jaxcv model is built, and every converted array is checked
 against the shape the model's ``init`` gives. Missing, unexpected or wrongly-shaped keys raise
 one :class:`ConversionError` listing all of them.
 
@@ -55,6 +65,7 @@ from jaxcv.models.backbones.vgg import VGG11_STAGES, VGG16_STAGES
 __all__ = [
     "ARCHS",
     "CONVERTED_FILE",
+    "DETECTOR_ARCHS",
     "FPN_ARCHS",
     "NOT_COVERED",
     "VARIABLES_DIR",
@@ -62,6 +73,7 @@ __all__ = [
     "Converted",
     "convert_checkpoint",
     "convert_state_dict",
+    "load_converted",
     "read_state_dict",
     "save_converted",
 ]
@@ -81,37 +93,35 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
         "resnet_fpn",
         {"depth": 50, "fpn_batch_norm": True, "frozen_batch_norm": False},
     ),
+    "fasterrcnn_resnet50_fpn": ("faster_rcnn_fpn", {"depth": 50}),
 }
 #: The FPN backbones, and the prefixes of a whole detector's state dict they leave out.
 FPN_ARCHS = ("resnet50_fpn", "resnet50_fpn_v2")
 DETECTOR_BACKBONE_PREFIX = "backbone."
 DETECTOR_HEAD_PREFIXES = ("rpn.", "roi_heads.")
+#: Whole detectors: torchvision builder name -> the FPN backbone arch of its ``backbone.*``.
+DETECTOR_ARCHS = {"fasterrcnn_resnet50_fpn": "resnet50_fpn"}
 
 _DETECTOR_REASON = (
     "torchvision's {arch} cannot be converted whole yet: jaxcv has its ResNet-50 + feature "
     "pyramid network (FPN) backbone (convert it alone as '{backbone}': a whole {arch} state "
-    "dict is accepted, its rpn.* and roi_heads.* keys are left out){heads}, but not "
-    "GeneralizedRCNNTransform's resize/normalisation nor RoIHeads' post-processing{mask}, so "
-    "its detections could not match torchvision's."
+    "dict is accepted, its rpn.* and roi_heads.* keys are left out), multi-scale RoI align, "
+    "the transform and the box post-processing of fasterrcnn_resnet50_fpn (which converts "
+    "whole), but not {missing}, so its detections could not match torchvision's."
 )
-_V1_HEADS = (
-    ", multi-scale RoI align, the all-level RPN and the TwoMLPHead box head "
-    "(jaxcv.models.faster_rcnn_fpn, not converted yet)"
-)
-_V2_HEADS = ", multi-scale RoI align (not the v2 RPN head nor its conv box head)"
+_V2_MISSING = "the v2 RPN head (two 3x3 convs) nor its four-conv + MLP box head"
+_MASK_MISSING = "the four-conv mask head nor the mask pasting"
 #: Architectures the issue names that jaxcv cannot run at torchvision parity, and why.
 NOT_COVERED: dict[str, str] = {
     arch: _DETECTOR_REASON.format(
         arch=arch,
         backbone="resnet50_fpn_v2" if arch.endswith("_v2") else "resnet50_fpn",
-        heads=_V2_HEADS if arch.endswith("_v2") else _V1_HEADS,
-        mask=mask,
+        missing=missing,
     )
-    for arch, mask in (
-        ("fasterrcnn_resnet50_fpn", ""),
-        ("fasterrcnn_resnet50_fpn_v2", ""),
-        ("maskrcnn_resnet50_fpn", " nor the 4-conv mask head"),
-        ("maskrcnn_resnet50_fpn_v2", " nor the 4-conv mask head"),
+    for arch, missing in (
+        ("fasterrcnn_resnet50_fpn_v2", _V2_MISSING),
+        ("maskrcnn_resnet50_fpn", _MASK_MISSING),
+        ("maskrcnn_resnet50_fpn_v2", f"{_V2_MISSING}, {_MASK_MISSING}"),
     )
 }
 
@@ -213,7 +223,22 @@ def _fpn_rules(levels: int, batch_norm: bool) -> Iterator[Rule]:
                 yield "bn", f"{t}.1", (*j, "bn")
 
 
+def _faster_rcnn_fpn_rules(backbone_arch: str, fields: dict[str, Any]) -> Iterator[Rule]:
+    """``backbone.*`` as the FPN backbone's rules, then the RPN head and the box branch."""
+    for kind, prefix, path in _rules(backbone_arch, fields):
+        yield kind, f"{DETECTOR_BACKBONE_PREFIX}{prefix}", ("backbone", *path)
+    yield "conv_bias", "rpn.head.conv.0.0", ("rpn", "conv")
+    yield "conv_bias", "rpn.head.cls_logits", ("rpn", "cls_logits")
+    yield "conv_bias", "rpn.head.bbox_pred", ("rpn", "bbox_pred")
+    yield "fc6", "roi_heads.box_head.fc6", ("box_head", "fc6")
+    yield "linear", "roi_heads.box_head.fc7", ("box_head", "fc7")
+    yield "linear", "roi_heads.box_predictor.cls_score", ("box_predictor", "cls_score")
+    yield "linear", "roi_heads.box_predictor.bbox_pred", ("box_predictor", "bbox_pred")
+
+
 def _rules(arch: str, fields: dict[str, Any]) -> list[Rule]:
+    if arch in DETECTOR_ARCHS:
+        return list(_faster_rcnn_fpn_rules(DETECTOR_ARCHS[arch], fields))
     if arch in FPN_ARCHS:
         rules = list(_resnet_trunk_rules(fields["depth"], "body.", dilated=False, root="body"))
         return rules + list(_fpn_rules(4, fields.get("fpn_batch_norm", False)))
@@ -279,6 +304,14 @@ def _infer_fields(arch: str, state_dict: Mapping[str, np.ndarray]) -> dict[str, 
         fields["fc_width"] = fc6[0] if fc6 else 4096
     elif arch in FPN_ARCHS:
         pass  # nothing to read: 256 channels, 4 levels + pool
+    elif arch in DETECTOR_ARCHS:
+        cls = _shape(state_dict, "roi_heads.box_predictor.cls_score.weight")
+        anchors = _shape(state_dict, "rpn.head.cls_logits.weight")
+        if cls and len(cls) == 2:  # torchvision counts the background, jaxcv does not
+            fields["num_classes"] = cls[0] - 1
+            fields["representation_size"] = cls[1]
+        if anchors:
+            fields["num_anchors"] = anchors[0]
     elif arch.startswith("resnet"):
         fc = _shape(state_dict, "fc.weight")
         fields["num_classes"] = fc[0] if fc else 1000
@@ -299,6 +332,20 @@ def _check_arch(arch: str) -> None:
         )
 
 
+def _new_fpn_key(key: str) -> str:
+    """A pre-version-2 FPN name (``fpn.inner_blocks.0.weight``) as a version 2 one
+    (``fpn.inner_blocks.0.0.weight``); other keys unchanged."""
+    parts = key.split(".")
+    if (
+        len(parts) == 4
+        and parts[0] == "fpn"
+        and parts[1] in ("inner_blocks", "layer_blocks")
+        and parts[3] in ("weight", "bias")
+    ):
+        return ".".join([*parts[:3], "0", parts[3]])
+    return key
+
+
 def _fpn_backbone_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
     """A backbone's own keys: a whole detector's ``backbone.*`` (its heads left out), and
     pre-version-2 FPN names (``fpn.inner_blocks.0.weight``) as version 2 ones (``...0.0...``)."""
@@ -308,18 +355,38 @@ def _fpn_backbone_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
             for k, v in state_dict.items()
             if not k.startswith(DETECTOR_HEAD_PREFIXES)
         }
+    return {_new_fpn_key(k): v for k, v in state_dict.items()}
+
+
+#: Pre-version-2 ``RPNHead`` names (a bare ``conv``) -> version 2 (``Conv2dNormActivation``).
+_OLD_RPN_KEYS = {f"rpn.head.conv.{p}": f"rpn.head.conv.0.0.{p}" for p in ("weight", "bias")}
+
+
+def _detector_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A whole detector's keys with old FPN and RPN-head names renamed as torchvision's
+    ``_load_from_state_dict`` renames them."""
     out = {}
     for key, value in state_dict.items():
-        parts = key.split(".")
-        if (
-            len(parts) == 4
-            and parts[0] == "fpn"
-            and parts[1] in ("inner_blocks", "layer_blocks")
-            and parts[3] in ("weight", "bias")
-        ):
-            key = ".".join([*parts[:3], "0", parts[3]])
-        out[key] = value
+        if key.startswith(DETECTOR_BACKBONE_PREFIX):
+            key = DETECTOR_BACKBONE_PREFIX + _new_fpn_key(key[len(DETECTOR_BACKBONE_PREFIX) :])
+        out[_OLD_RPN_KEYS.get(key, key)] = value
     return out
+
+
+def _other_detector(state_dict: Mapping[str, Any]) -> str | None:
+    """The torchvision detector a state dict's keys show it to be, when it is not the v1
+    Faster R-CNN (for the error message): Mask R-CNN, a ``_v2`` one, or None."""
+    mask = any(k.startswith("roi_heads.mask_") for k in state_dict)
+    v2 = "roi_heads.box_head.0.0.weight" in state_dict or "rpn.head.conv.1.0.weight" in state_dict
+    if not (mask or v2):
+        return None
+    return ("maskrcnn_resnet50_fpn" if mask else "fasterrcnn_resnet50_fpn") + ("_v2" if v2 else "")
+
+
+def _init_inputs(model_name: str) -> tuple[Any, ...]:
+    """The dummy inputs ``model.init`` takes (a detector also takes RoIs)."""
+    images = jnp.zeros((1, 64, 64, 3))
+    return (images, jnp.zeros((1, 1, 4))) if model_name == "faster_rcnn_fpn" else (images,)
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
@@ -363,6 +430,8 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     state_dict = dict(state_dict)
     if arch in FPN_ARCHS:
         state_dict = _fpn_backbone_keys(state_dict)
+    elif arch in DETECTOR_ARCHS:
+        state_dict = _detector_keys(state_dict)
     fields = _infer_fields(arch, state_dict)
     model_name = ARCHS[arch][0]
     variables: dict[str, dict] = {}
@@ -385,7 +454,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     unexpected = sorted(set(state_dict) - set(expected_keys) - ignored)
 
     model = build_model(model_name, **fields)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    abstract = jax.eval_shape(model.init, jax.random.key(0), *_init_inputs(model_name))
     targets = {p: tuple(v.shape) for p, v in _flat(abstract).items()}
     by_path = {v: k for k, v in expected_keys.items()}
     mismatched = [
@@ -397,6 +466,9 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     unmapped = sorted("/".join(p) for p in set(targets) - set(expected_keys.values()))
     if missing or unexpected or mismatched or unmapped:
         parts = [f"state dict does not match torchvision {arch!r} (jaxcv {model_name!r}, {fields})"]
+        other = _other_detector(state_dict) if arch in DETECTOR_ARCHS else None
+        if other:
+            parts.append(f"its keys are those of torchvision's {other}, not {arch}")
         if missing:
             parts.append(_listing("missing keys", missing))
         if unexpected:
@@ -487,3 +559,47 @@ def save_converted(
     path = out_dir / CONVERTED_FILE
     path.write_text(json.dumps(info, indent=2, default=list) + "\n")
     return path
+
+
+def load_converted(out_dir: str | os.PathLike) -> Converted:
+    """Read back what :func:`save_converted` wrote in ``out_dir``.
+
+    Returns:
+      The :class:`Converted` (``arch``, model name and fields from ``jaxcv_converted.json``,
+      ``variables`` as nested dicts of arrays from ``out_dir/variables``).
+
+    Raises:
+      FileNotFoundError: ``out_dir`` does not exist.
+      ValueError: ``out_dir`` holds no conversion (no ``jaxcv_converted.json``: says how to make
+        one), or its JSON or variables cannot be read.
+    """
+    import orbax.checkpoint as ocp
+
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        raise FileNotFoundError(f"converted checkpoint {out_dir} does not exist")
+    info_path = out_dir / CONVERTED_FILE
+    if not info_path.is_file():
+        raise ValueError(
+            f"{out_dir} is not a converted checkpoint (no {CONVERTED_FILE}); make one with "
+            "`jaxcv convert torchvision ARCH CHECKPOINT.pth OUT_DIR`"
+        )
+    try:
+        info = json.loads(info_path.read_text())
+        model = dict(info["model"])
+        name, arch = model.pop("name"), info["arch"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{info_path} is not a jaxcv conversion record: {e}") from e
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{info_path} has format {info.get('format')!r}, not {FORMAT!r}")
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        variables = checkpointer.restore((out_dir / VARIABLES_DIR).absolute())
+    except Exception as e:  # orbax raises many kinds; one line naming the folder
+        raise ValueError(
+            f"cannot read the converted variables in {out_dir / VARIABLES_DIR}: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    finally:
+        checkpointer.close()
+    return Converted(arch, name, model, dict(variables))

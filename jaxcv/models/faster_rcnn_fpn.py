@@ -10,6 +10,10 @@ outside the module: the test-time proposal layer is
     class_logits, box_deltas = model.apply(
         variables, features, proposals, image_size, method="box_head")
 
+The whole detector on images, with torchvision's transform and post-processing, is
+:mod:`jaxcv.predict.detector`; ``jaxcv convert torchvision fasterrcnn_resnet50_fpn`` converts
+torchvision's weights to it (:mod:`jaxcv.models.convert`, model name ``faster_rcnn_fpn``).
+
 * ``backbone``: :class:`jaxcv.models.fpn.ResNetFPNBackbone` (levels ``"0".."3"``, ``"pool"``).
 * ``rpn``: :class:`jaxcv.models.rpn.RPNHead` shared by all five levels (torchvision's
   ``RPNHead(256, 3)``: 3x3 conv + ReLU, 1x1 ``cls_logits`` and ``bbox_pred``).

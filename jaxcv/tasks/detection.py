@@ -35,7 +35,7 @@ def postprocess_detections(
     box_deltas: Array,
     proposals: Array,
     proposal_valid: Array,
-    image_size: Sequence[int],
+    image_size: Sequence[int] | Array,
     *,
     score_threshold: float = 0.05,
     nms_threshold: float = 0.5,
@@ -52,7 +52,9 @@ def postprocess_detections(
       box_deltas: ``(B, P, K + 1, 4)`` class-specific deltas (``(B, P, K, 4)`` with
         ``class_scores``).
       proposals: ``(B, P, 4)`` ``xyxy`` proposals; proposal_valid: ``(B, P)`` bool.
-      image_size: static ``(H, W)`` of the network input (boxes are clipped to it).
+      image_size: static ``(H, W)`` of the network input, or a ``(B, 2)`` array of each
+        image's own ``(H, W)`` before padding (torchvision's ``image_sizes``; may be traced):
+        the boxes are clipped to it.
       score_threshold: keep scores strictly above it (0.05).
       nms_threshold: class-aware NMS IoU threshold (0.5).
       detections_per_image: ``D``, the static number of output slots.
@@ -74,11 +76,17 @@ def postprocess_detections(
         raise ValueError(
             f"proposals must be (B, P, 4) = {(*class_logits.shape[:2], 4)}; got {proposals.shape}"
         )
-    size = tuple(int(s) for s in image_size)
+    batch = class_logits.shape[0]
+    sizes = jnp.asarray(image_size)
+    if sizes.shape not in ((2,), (batch, 2)):
+        raise ValueError(
+            f"image_size must be (H, W) or (B, 2) = ({batch}, 2); got shape {sizes.shape}"
+        )
+    sizes = jnp.broadcast_to(sizes, (batch, 2))
     first = 0 if class_scores else 1  # the first foreground column
     num_fg = class_logits.shape[-1] - first
 
-    def one_image(logits, deltas, props, pvalid):
+    def one_image(logits, deltas, props, pvalid, size):
         scores = logits if class_scores else jax.nn.softmax(logits, axis=-1)[:, 1:]  # (P, K)
         boxes = clip_boxes(decode_boxes(deltas[:, first:], props[:, None, :], weights), size)
         classes = jnp.broadcast_to(jnp.arange(1, num_fg + 1, dtype=jnp.int32), scores.shape)
@@ -96,7 +104,11 @@ def postprocess_detections(
         )
 
     boxes, scores, classes, valid = jax.vmap(one_image)(
-        class_logits.astype(jnp.float32), box_deltas.astype(jnp.float32), proposals, proposal_valid
+        class_logits.astype(jnp.float32),
+        box_deltas.astype(jnp.float32),
+        proposals,
+        proposal_valid,
+        sizes,
     )
     return {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid}
 

@@ -4,6 +4,8 @@
 scores and a ``valid`` mask, classes ``1..K``) and classification + localization (one box per
 image, ``(N, 4)``, with the predicted label ``0..K-1``: pass ``pred_class_offset=0``).
 Boxes are ``xyxy`` in the pixels of the displayed image (the network input).
+:func:`draw_detections` writes one photograph at its own resolution with a detector's boxes
+(``jaxcv predict --weights ... --draw DIR``).
 """
 
 from __future__ import annotations
@@ -193,3 +195,68 @@ def _draw_detections(ax, boxes, classes, scores, i, keep, class_names, class_off
             clip_on=True,
         )
     return order.size
+
+
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    scores: np.ndarray | None = None,
+) -> Path:
+    """Write one photograph with its detections at its own resolution (``jaxcv predict
+    --draw``).
+
+    Args:
+      image: ``(H, W, 3)`` uint8 RGB pixels.
+      boxes: ``(n, 4)`` ``xyxy`` in the image's pixels.
+      labels: ``(n,)`` int labels (they pick the colours).
+      names: ``n`` names written on the boxes.
+      path: the PNG to write.
+      scores: ``(n,)`` shown after the names.
+
+    Returns:
+      ``path``.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8; got {image.shape} {image.dtype}")
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    n = boxes.shape[0]
+    if labels.shape != (n,) or len(names) != n or (scores is not None and len(scores) != n):
+        raise ValueError(
+            f"boxes (n, 4), labels (n,), names and scores must agree; got {n} boxes, "
+            f"{labels.shape[0]} labels, {len(names)} names"
+        )
+    height, width = image.shape[:2]
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    line = max(1.0, min(height, width) / 300)
+    for d in range(n)[::-1]:  # the best-scoring (first) detections end up on top
+        color = CLASS_COLORS[int(labels[d]) % len(CLASS_COLORS)]
+        x1, y1, x2, y2 = boxes[d]
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=line))
+        text = names[d] if scores is None else f"{names[d]} {float(scores[d]):.2f}"
+        ax.text(
+            x1,
+            y1,
+            text,
+            fontsize=4 + 3 * line,
+            color="white",
+            va="bottom",
+            ha="left",
+            bbox={"facecolor": color, "edgecolor": "none", "pad": 0.8, "alpha": 0.85},
+            clip_on=True,
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from torch_to_flax import (  # noqa: E402
+    faster_rcnn_fpn_variables,
     narrow_torch_vgg,
     nchw_to_nhwc,
     randomize_all_batch_norms,
@@ -170,7 +171,7 @@ def test_mismatched_keys_are_all_listed_in_one_error():
 
 
 def test_unsupported_architectures_say_why(tmp_path):
-    for arch in ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"):
+    for arch in ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn"):
         with pytest.raises(NotImplementedError, match=rf"{arch}.*feature pyramid"):
             convert.convert_checkpoint(arch, tmp_path / "any.pth")
     with pytest.raises(ValueError, match=r"unknown architecture 'alexnet'.*resnet50"):
@@ -266,4 +267,80 @@ def test_fpn_backbone_keys_old_names_and_errors():
     with pytest.raises(convert.ConversionError, match=r"missing keys.*fpn\.inner_blocks\.0\.1"):
         convert.convert_state_dict("resnet50_fpn_v2", full)
     with pytest.raises(NotImplementedError, match=r"convert it alone as 'resnet50_fpn'"):
-        convert.convert_state_dict("fasterrcnn_resnet50_fpn", full)
+        convert.convert_state_dict("maskrcnn_resnet50_fpn", full)
+
+
+def test_whole_faster_rcnn_fpn_converts_with_old_key_names(tmp_path):
+    """fasterrcnn_resnet50_fpn whole: every variable equals the test oracle's copy
+    (tests/models/torch_to_flax.py, written from torchvision's modules: fc6's (c, h, w) ->
+    (h, w, c) rows included), from today's key names and from the pre-version-2 RPN-head and FPN
+    names of the original COCO checkpoint; another detector's state dict is named as such."""
+    tdet = _torch_detector("fasterrcnn_resnet50_fpn")
+    path = tmp_path / "frcnn.pth"
+    torch.save(tdet.state_dict(), path)
+    converted = convert.convert_checkpoint("fasterrcnn_resnet50_fpn", path)
+    assert converted.model_name == "faster_rcnn_fpn"
+    assert converted.model_fields == {
+        "depth": 50,
+        "num_classes": 4,
+        "representation_size": 1024,
+        "num_anchors": 3,
+    }
+    reference = faster_rcnn_fpn_variables(tdet)
+    flat = dict(jax.tree_util.tree_flatten_with_path(converted.variables)[0])
+    expected = dict(jax.tree_util.tree_flatten_with_path(reference)[0])
+    assert set(flat) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(flat[key], value, err_msg=str(key))
+
+    full = {k: v.numpy() for k, v in tdet.state_dict().items()}
+    old = {}
+    for key, value in full.items():
+        if key.startswith("backbone.fpn."):
+            key = key.replace(".0.weight", ".weight").replace(".0.bias", ".bias")
+        old[key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")] = value
+    assert "rpn.head.conv.weight" in old and "backbone.fpn.inner_blocks.0.weight" in old
+    again = convert.convert_state_dict("fasterrcnn_resnet50_fpn", old).variables
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, again, converted.variables)))
+
+    # The COCO checkpoint's layout: FrozenBatchNorm2d (no num_batches_tracked), 91 classes.
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    frozen = torchvision.ops.misc.FrozenBatchNorm2d
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet50", weights=None, norm_layer=frozen, trainable_layers=3
+    )
+    coco = torchvision.models.detection.FasterRCNN(backbone, num_classes=91).state_dict()
+    assert not any(k.endswith("num_batches_tracked") for k in coco)
+    coco = {k.replace("rpn.head.conv.0.0.", "rpn.head.conv."): v.numpy() for k, v in coco.items()}
+    converted = convert.convert_state_dict("fasterrcnn_resnet50_fpn", coco)
+    assert converted.model_fields["num_classes"] == 90
+    stats = converted.variables["batch_stats"]["backbone"]["body"]["bn1"]
+    np.testing.assert_array_equal(stats["var"], coco["backbone.body.bn1.running_var"])
+
+    for other in ("maskrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"):
+        sd = {k: v.numpy() for k, v in _torch_detector(other).state_dict().items()}
+        with pytest.raises(convert.ConversionError, match=rf"those of torchvision's {other},"):
+            convert.convert_state_dict("fasterrcnn_resnet50_fpn", sd)
+
+
+def test_load_converted_reads_back_and_refuses_other_folders(tmp_path):
+    tmodel = _torch_model("resnet18")
+    torch.save(tmodel.state_dict(), tmp_path / "r18.pth")
+    converted = convert.convert_checkpoint("resnet18", tmp_path / "r18.pth")
+    convert.save_converted(converted, tmp_path / "out")
+    loaded = convert.load_converted(tmp_path / "out")
+    assert (loaded.arch, loaded.model_name) == ("resnet18", "resnet18")
+    assert loaded.model_fields == converted.model_fields
+    same = jax.tree.map(
+        lambda a, b: np.array_equal(np.asarray(a), b), loaded.variables, converted.variables
+    )
+    assert all(jax.tree.leaves(same))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        convert.load_converted(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"not a converted checkpoint \(no jaxcv_converted"):
+        convert.load_converted(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / convert.CONVERTED_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="is not a jaxcv conversion record"):
+        convert.load_converted(tmp_path / "bad")

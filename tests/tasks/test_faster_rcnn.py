@@ -346,6 +346,40 @@ def test_postprocess_matches_torchvision():
         np.testing.assert_array_equal(out["classes"][b, :n], labels[b].numpy())
 
 
+def test_postprocess_clips_each_image_to_its_own_size():
+    """``image_size`` as a traced ``(B, 2)`` array: each image clipped to its own size, as
+    torchvision's ``image_shapes`` (the FPN detector's padded batches)."""
+    torch = pytest.importorskip("torch")
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    rng = np.random.default_rng(7)
+    p, k = 40, 3
+    sizes = np.array([[IMAGE, IMAGE // 2], [IMAGE // 2 + 3, IMAGE]], np.int32)
+    proposals = random_boxes(rng, 2 * p).reshape(2, p, 4)
+    logits = rng.normal(scale=2.0, size=(2, p, k + 1)).astype(np.float32)
+    deltas = rng.normal(scale=0.5, size=(2, p, k + 1, 4)).astype(np.float32)
+    out = jax.jit(postprocess_detections, static_argnames="detections_per_image")(
+        logits, deltas, proposals, np.ones((2, p), bool), sizes, detections_per_image=30
+    )
+    heads = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, None, 0.05, 0.5, 30)
+    boxes, scores, labels = heads.postprocess_detections(
+        torch.from_numpy(logits.reshape(-1, k + 1)),
+        torch.from_numpy(deltas.reshape(-1, 4 * (k + 1))),
+        [torch.from_numpy(proposals[b]) for b in range(2)],
+        [tuple(s) for s in sizes.tolist()],
+    )
+    for b in range(2):
+        n = boxes[b].shape[0]
+        assert int(out["valid"][b].sum()) == n > 0
+        np.testing.assert_allclose(out["boxes"][b, :n], boxes[b].numpy(), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(out["scores"][b, :n], scores[b].numpy(), rtol=1e-5)
+        np.testing.assert_array_equal(out["classes"][b, :n], labels[b].numpy())
+        assert np.max(out["boxes"][b, :n, [0, 2]]) <= sizes[b, 1]
+        assert np.max(out["boxes"][b, :n, [1, 3]]) <= sizes[b, 0]
+    with pytest.raises(ValueError, match=r"image_size must be \(H, W\) or \(B, 2\) = \(2, 2\)"):
+        postprocess_detections(logits, deltas, proposals, np.ones((2, p), bool), sizes[:1])
+
+
 def test_sanitize_drops_degenerate_and_counts_them():
     boxes = np.array(
         [
