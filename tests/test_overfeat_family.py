@@ -8,13 +8,18 @@ family's does.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
+from family_study import (
+    assert_refused,
+    assert_rerun_reads_finished_stages,
+    slow_study,
+    study_config,
+)
 
 from jaxcv import experiments
-from jaxcv.studies import overfeat_family, stages
+from jaxcv.studies import overfeat_family
 from jaxcv.studies.stages import STAGE_CONFIG_FILE
 
 TRAIN = [
@@ -155,22 +160,14 @@ def test_each_stage_is_a_whole_config_and_starts_from_the_one_before(tmp_path):
     assert stages["pretrain"].model.padding == "VALID"
 
 
-slow = pytest.mark.skipif(
-    os.environ.get("JAXCV_SLOW_TESTS") != "1",
-    reason="the whole study, smoke-sized: set JAXCV_SLOW_TESTS=1",
-)
-
-
 @pytest.fixture(scope="module")
 def family_run(builtin_data_dir, tmp_path_factory):
-    config = experiments.load_config("overfeat_family", SMOKE)
-    config.data.data_dir = builtin_data_dir
+    config = study_config("overfeat_family", SMOKE, builtin_data_dir, None)
     workdir = tmp_path_factory.mktemp("overfeat_family")
     return config, workdir, experiments.run(config, workdir)
 
 
-@slow
-@pytest.mark.slow
+@slow_study
 def test_every_stage_runs_and_the_table_is_written(family_run):
     config, workdir, results = family_run
     saved = json.loads((workdir / "results.json").read_text())
@@ -200,28 +197,15 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
     assert results["overfeat/test/mAP50"] == saved["overfeat/test/mAP50"]
 
 
-@slow
-@pytest.mark.slow
+@slow_study
 def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
     config, workdir, results = family_run
-
-    def nothing_again(*args, **kwargs):
-        raise AssertionError("a finished stage ran again")
-
-    monkeypatch.setattr(stages, "train_and_evaluate", nothing_again)
-    monkeypatch.setattr(overfeat_family, "_overfeat_stage", nothing_again)
-    monkeypatch.setattr(overfeat_family, "_timing_stage", nothing_again)
-    again = experiments.run(config, workdir)
-    for key in EXPECTED:
-        assert again[key] == results[key] or (np.isnan(again[key]) and np.isnan(results[key]))
-
-    changed = experiments.load_config(
-        "overfeat_family", [*SMOKE, "overfeat_localizer.train.num_steps=3"]
-    )
-    changed.data.data_dir = config.data.data_dir
-    with pytest.raises(ValueError, match=r"overfeat_localizer was started with another config"):
-        experiments.run(changed, workdir)
-    grid = experiments.load_config("overfeat_family", [*SMOKE, "overfeat.nms_ious=(0.4,)"])
-    grid.data.data_dir = config.data.data_dir
-    with pytest.raises(ValueError, match=r"overfeat was started with another config"):
-        experiments.run(grid, workdir)
+    not_again = [(overfeat_family, "_overfeat_stage"), (overfeat_family, "_timing_stage")]
+    assert_rerun_reads_finished_stages(config, workdir, results, EXPECTED, monkeypatch, not_again)
+    data_dir = config.data.data_dir
+    for stage, change in [
+        ("overfeat_localizer", "overfeat_localizer.train.num_steps=3"),
+        ("overfeat", "overfeat.nms_ious=(0.4,)"),
+    ]:
+        changed = study_config("overfeat_family", [*SMOKE, change], data_dir, None)
+        assert_refused(changed, workdir, stage)

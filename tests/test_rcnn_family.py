@@ -7,13 +7,18 @@ runs of tests/test_experiments.py do.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
+from family_study import (
+    assert_refused,
+    assert_rerun_reads_finished_stages,
+    slow_study,
+    study_config,
+)
 
 from jaxcv import experiments
-from jaxcv.studies import rcnn_family, stages
+from jaxcv.studies import rcnn_family
 from jaxcv.train.logging import MetricsWriter
 
 TRAIN = [
@@ -58,27 +63,27 @@ EXPECTED = [
 ]
 
 
-slow = pytest.mark.skipif(
-    os.environ.get("JAXCV_SLOW_TESTS") != "1",
-    reason="the whole study, smoke-sized: set JAXCV_SLOW_TESTS=1",
-)
+def _proposal_caches(cache_dir: str):
+    """Keep a smoke run's selective search caches in ``cache_dir`` (a tmp folder)."""
+
+    def configure(config):
+        for stage in ("rcnn", "fast_rcnn"):
+            config[stage].proposals.cache_dir = cache_dir
+
+    return configure
 
 
 @pytest.fixture(scope="module")
 def family_run(builtin_data_dir, tmp_path_factory):
-    config = experiments.load_config("rcnn_family", SMOKE)
-    config.data.data_dir = builtin_data_dir
-    cache_dir = str(tmp_path_factory.mktemp("proposals"))  # the smoke run's caches stay in tmp
-    for stage in ("rcnn", "fast_rcnn"):
-        config[stage].proposals.cache_dir = cache_dir
+    configure = _proposal_caches(str(tmp_path_factory.mktemp("proposals")))
+    config = study_config("rcnn_family", SMOKE, builtin_data_dir, configure)
     workdir = tmp_path_factory.mktemp("rcnn_family")
-    return config, workdir, experiments.run(config, workdir)
+    return config, workdir, experiments.run(config, workdir), configure
 
 
-@slow
-@pytest.mark.slow
+@slow_study
 def test_every_stage_runs_and_the_table_is_written(family_run):
-    _, workdir, results = family_run
+    _, workdir, results, _ = family_run
     saved = json.loads((workdir / "results.json").read_text())
     for key in EXPECTED:
         assert key in saved, key
@@ -102,26 +107,15 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
     assert results["rcnn/test/mAP50"] == saved["rcnn/test/mAP50"]
 
 
-@slow
-@pytest.mark.slow
+@slow_study
 def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
-    config, workdir, results = family_run
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished stage was trained again")
-
-    monkeypatch.setattr(stages, "train_and_evaluate", no_training)
-    monkeypatch.setattr(rcnn_family, "fit_svms", no_training)
-    again = experiments.run(config, workdir)
-    for key in EXPECTED[:6]:  # the stored figures, not new ones
-        assert again[key] == results[key]
-
-    changed = experiments.load_config("rcnn_family", [*SMOKE, "rcnn.train.num_steps=3"])
-    changed.data.data_dir = config.data.data_dir
-    for stage in ("rcnn", "fast_rcnn"):
-        changed[stage].proposals.cache_dir = config[stage].proposals.cache_dir
-    with pytest.raises(ValueError, match=r"rcnn was started with another config \(sections train"):
-        experiments.run(changed, workdir)
+    config, workdir, results, configure = family_run
+    stored = EXPECTED[:6]  # the stored figures, not new ones
+    not_again = [(rcnn_family, "fit_svms")]
+    assert_rerun_reads_finished_stages(config, workdir, results, stored, monkeypatch, not_again)
+    changed = [*SMOKE, "rcnn.train.num_steps=3"]
+    data_dir = config.data.data_dir
+    assert_refused(study_config("rcnn_family", changed, data_dir, configure), workdir, "rcnn")
 
 
 def test_steps_to_reach_reads_the_validation_curves(tmp_path):

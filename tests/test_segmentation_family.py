@@ -7,12 +7,17 @@ JAXCV_SLOW_TESTS=1, as the R-CNN family's does.
 """
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from family_study import (
+    assert_refused,
+    assert_rerun_reads_finished_stages,
+    slow_study,
+    study_config,
+)
 
 from jaxcv import experiments
 from jaxcv.models.fcn import FCN
@@ -87,22 +92,14 @@ def test_a_finer_fcn_starts_from_the_coarser_ones_scores(coarse, fine):
     assert not jnp.allclose(merged["params"]["score_fr"]["kernel"], 0.0)
 
 
-slow = pytest.mark.skipif(
-    os.environ.get("JAXCV_SLOW_TESTS") != "1",
-    reason="the whole study, smoke-sized: set JAXCV_SLOW_TESTS=1",
-)
-
-
 @pytest.fixture(scope="module")
 def family_run(builtin_data_dir, tmp_path_factory):
-    config = experiments.load_config("segmentation_family", SMOKE)
-    config.data.data_dir = builtin_data_dir
+    config = study_config("segmentation_family", SMOKE, builtin_data_dir, None)
     workdir = tmp_path_factory.mktemp("segmentation_family")
     return config, workdir, experiments.run(config, workdir)
 
 
-@slow
-@pytest.mark.slow
+@slow_study
 def test_every_stage_runs_and_the_table_is_written(family_run):
     _, workdir, results = family_run
     saved = json.loads((workdir / "results.json").read_text())
@@ -129,20 +126,11 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
     assert results["fcn8s/test/mIoU"] == saved["fcn8s/test/mIoU"]
 
 
-@slow
-@pytest.mark.slow
+@slow_study
 def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
     config, workdir, results = family_run
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished stage was trained again")
-
-    monkeypatch.setattr(stages, "train_and_evaluate", no_training)
-    again = experiments.run(config, workdir)
-    for key in EXPECTED:
-        assert again[key] == results[key], key
-
-    changed = experiments.load_config("segmentation_family", [*SMOKE, "fcn8s.train.num_steps=3"])
-    changed.data.data_dir = config.data.data_dir
-    with pytest.raises(ValueError, match=r"fcn8s was started with another config \(sections"):
-        experiments.run(changed, workdir)
+    assert_rerun_reads_finished_stages(config, workdir, results, EXPECTED, monkeypatch, ())
+    changed = [*SMOKE, "fcn8s.train.num_steps=3"]
+    assert_refused(
+        study_config("segmentation_family", changed, config.data.data_dir, None), workdir, "fcn8s"
+    )

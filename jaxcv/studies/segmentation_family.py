@@ -58,7 +58,6 @@ FCN_CHAIN = {
     "fcn16s": ("fcn32s", ["upscore32"], ["upscore2", "score_pool4", "upscore16"]),
     "fcn8s": ("fcn16s", ["upscore16"], ["upscore_pool4", "score_pool3", "upscore8"]),
 }
-RESULT_KEYS = (*METRIC_KEYS, "num_examples")
 
 
 def _row(stage: str, results: dict[str, float], split: str) -> dict[str, float]:
