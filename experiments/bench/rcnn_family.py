@@ -24,6 +24,13 @@ The last line printed is one JSON object: ``rcnn_s_per_image``, ``fast_rcnn_s_pe
 ``faster_rcnn_compile_s``, plus the parts of each time and the settings. Run::
 
     .venv/bin/python experiments/bench/rcnn_family.py --runs runs    # a few minutes
+
+``--scale paper`` measures the papers' regime instead (VGG-16 for all three, 500x375
+photographs, 2,000 selective-search proposals, 600 px inputs, random weights; 10-20 min on 2
+shared cores; ``--tiny`` for a smoke run, ``--repeats``), in ``rcnn_paper_scale.py`` beside
+this file, which says what is timed and the keys of its last JSON line::
+
+    nice -n 15 .venv/bin/python experiments/bench/rcnn_family.py --scale paper
 """
 
 import argparse
@@ -34,7 +41,6 @@ import time
 from pathlib import Path
 
 import jaxcv  # noqa: F401  (sets the CPU convolution flag before jax initialises)
-from jaxcv.studies.detector_timing import test_images, time_detector
 
 DETECTORS = (
     ("rcnn", "shapes_rcnn"),
@@ -118,13 +124,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-images", type=int, default=10, help="timed test images")
     parser.add_argument("--steps", type=int, default=5, help="timed Faster R-CNN train steps")
     parser.add_argument("--data-dir", default=None, help="tfds data dir of shapes/multi")
+    parser.add_argument(
+        "--scale", choices=("shapes", "paper"), default="shapes", help="regime (see above)"
+    )
+    parser.add_argument("--tiny", action="store_true", help="--scale paper at smoke-test sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="--scale paper timed rounds")
     args = parser.parse_args(argv)
-    if args.num_images < 1 or args.steps < 1:
-        parser.error("--num-images and --steps must be >= 1")
+    if args.num_images < 1 or args.steps < 1 or args.repeats < 1:
+        parser.error("--num-images, --steps and --repeats must be >= 1")
+    if args.tiny and args.scale != "paper":
+        parser.error("--tiny needs --scale paper")
+    if args.scale == "paper":
+        from rcnn_paper_scale import run
+
+        return run(tiny=args.tiny, repeats=args.repeats)
 
     import jax
 
     from jaxcv.experiments import load_config
+    from jaxcv.studies.detector_timing import test_images, time_detector
 
     results: dict = {}
     rows = []
