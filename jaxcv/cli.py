@@ -180,10 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         type=Path,
         metavar="OUT_DIR",
-        help="what `jaxcv convert torchvision fasterrcnn_resnet50_fpn CKPT.pth OUT_DIR` wrote",
+        help="what `jaxcv convert torchvision fasterrcnn_resnet50_fpn CKPT.pth OUT_DIR` wrote "
+        "(or maskrcnn_resnet50_fpn, or their _v2)",
     )
     det.add_argument("--json", type=Path, metavar="OUT.json", help="write the detections here")
-    det.add_argument("--draw", type=Path, metavar="DIR", help="write each image with its boxes")
+    det.add_argument(
+        "--draw", type=Path, metavar="DIR", help="write each image with its boxes (and masks)"
+    )
     det.add_argument(
         "--score-threshold",
         type=float,
@@ -219,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument(
         "arch",
         help="torchvision builder name, e.g. resnet50, vgg16_bn, fcn_resnet50, "
-        "fasterrcnn_resnet50_fpn",
+        "fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2",
     )
     tv.add_argument("checkpoint", type=Path, help="the .pth file (needs jaxcv[convert])")
     tv.add_argument("out_dir", type=Path, help="where to write the checkpoint and its JSON")
@@ -342,38 +345,50 @@ def _cmd_detect(args) -> int:
     images = [read_image(p) for p in paths]  # a file that is not an image fails here, at once
     detector = load_detector(args.weights, box_score_thresh=threshold)
     rows = []
-    for path, image, found in zip(paths, images, detector(images), strict=True):
-        rows.append(
-            {
-                "image": str(path),
-                "boxes": [[float(v) for v in box] for box in found["boxes"]],
-                "scores": [float(v) for v in found["scores"]],
-                "labels": [int(v) for v in found["labels"]],
-                "names": list(found["names"]),
-            }
-        )
+    for path, image in zip(paths, images, strict=True):
+        found = detector([image])[0]  # one image at a time: full-size masks add up
+        row = {
+            "image": str(path),
+            "boxes": [[float(v) for v in box] for box in found["boxes"]],
+            "scores": [float(v) for v in found["scores"]],
+            "labels": [int(v) for v in found["labels"]],
+            "names": list(found["names"]),
+        }
+        if "masks" in found:
+            from jaxcv.eval.rle import encode
+
+            row["masks"] = [encode(mask) for mask in found["masks"]]
+        rows.append(row)
         top = ", ".join(
             f"{n} ({s:.2f})" for n, s in zip(found["names"][:5], found["scores"][:5], strict=True)
         )
         more = f", ... {len(found['names']) - 5} more" if len(found["names"]) > 5 else ""
         print(f"{path}: {len(found['names'])} detections" + (f": {top}{more}" if top else ""))
         if args.draw is not None:
-            from jaxcv.viz.detections import draw_detections
-
-            drawn = draw_detections(
-                image,
-                found["boxes"],
-                found["labels"],
-                found["names"],
-                args.draw / f"{len(rows) - 1:03d}_{path.stem}.png",
-                scores=found["scores"],
-            )
+            drawn = _draw_found(image, found, args.draw / f"{len(rows) - 1:03d}_{path.stem}.png")
             print(f"  drawn: {drawn}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"Wrote {args.json}")
     return 0
+
+
+def _draw_found(image, found: dict, path: Path) -> Path:
+    """The image with its detections' boxes and names, and its masks blended in if any."""
+    import numpy as np
+
+    from jaxcv.viz.detections import draw_detections
+
+    if len(found.get("masks", ())):
+        from jaxcv.viz.masks import overlay_instances
+
+        # Reversed: the best-scoring masks end up on top, as the boxes do.
+        blended = overlay_instances(image / 255.0, found["masks"][::-1])
+        image = np.clip(np.round(blended * 255.0), 0, 255).astype(np.uint8)
+    return draw_detections(
+        image, found["boxes"], found["labels"], found["names"], path, scores=found["scores"]
+    )
 
 
 def _cmd_data(args) -> int:
@@ -469,7 +484,7 @@ def _cmd_convert(args) -> int:
     fields = ", ".join(f"{k}={v!r}" for k, v in converted.model_fields.items())
     print(f"{args.arch}: {count:,} parameters -> jaxcv {converted.model_name}({fields})")
     print(f"Wrote {args.out_dir / convert.VARIABLES_DIR} and {info}")
-    if converted.model_name == "faster_rcnn_fpn":
+    if converted.model_name in ("faster_rcnn_fpn", "mask_rcnn_fpn"):
         print(f"Detect objects with it: jaxcv predict --weights {args.out_dir} IMAGE [IMAGE ...]")
     else:
         print(f"Train from it: --set model.init_from={args.out_dir}")

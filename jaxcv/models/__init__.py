@@ -46,6 +46,7 @@ from jaxcv.models.fpn import ResNetFPNBackbone
 from jaxcv.models.layers import canonical_dtype
 from jaxcv.models.localizer import Localizer
 from jaxcv.models.mask_head import MaskRCNN
+from jaxcv.models.mask_rcnn_fpn import MaskRCNNFPN
 from jaxcv.models.patch_cnn import PatchCNN
 from jaxcv.models.rcnn import RCNN
 from jaxcv.models.vae import VAE
@@ -78,6 +79,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "fast_rcnn": FastRCNN,
     "resnet_fpn": ResNetFPNBackbone,
     "faster_rcnn_fpn": FasterRCNNFPN,
+    "mask_rcnn_fpn": MaskRCNNFPN,
 }
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")

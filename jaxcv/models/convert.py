@@ -9,32 +9,47 @@ the ``_v2`` detectors, BatchNorm in the FPN) as :class:`jaxcv.models.fpn.ResNetF
 These take the backbone's own state dict (``body.*``, ``fpn.*``) or a whole detector's, whose
 ``backbone.*`` keys they convert and whose ``rpn.*`` and ``roi_heads.*`` keys they leave out.
 
-The whole detector ``fasterrcnn_resnet50_fpn`` (v1) converts to
-:class:`jaxcv.models.faster_rcnn_fpn.FasterRCNNFPN` (``faster_rcnn_fpn``): ``backbone.*`` as
-above, ``rpn.head.{conv.0.0,cls_logits,bbox_pred}`` (checkpoints saved before torchvision's
-``RPNHead`` version 2, such as the original COCO weights, name the first conv
-``rpn.head.conv``: read as ``conv.0.0``, as ``RPNHead._load_from_state_dict`` does),
-``roi_heads.box_head.{fc6,fc7}`` and ``roi_heads.box_predictor.{cls_score,bbox_pred}``.
-:func:`jaxcv.predict.detector.load_detector` runs it on images. The other detectors
-``fasterrcnn_resnet50_fpn_v2`` and ``maskrcnn_resnet50_fpn(_v2)`` raise
-``NotImplementedError`` saying why (:data:`NOT_COVERED`).
+The whole detectors ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_resnet50_fpn_v2``,
+``maskrcnn_resnet50_fpn`` and ``maskrcnn_resnet50_fpn_v2`` (:data:`DETECTOR_ARCHS`) convert to
+:class:`jaxcv.models.faster_rcnn_fpn.FasterRCNNFPN` (``faster_rcnn_fpn``) and
+:class:`jaxcv.models.mask_rcnn_fpn.MaskRCNNFPN` (``mask_rcnn_fpn``), the ``_v2`` ones with the
+fields :data:`jaxcv.models.faster_rcnn_fpn.TORCHVISION_V2`: ``backbone.*`` as above,
+``rpn.head.conv.{0,1}.0`` (v2 has two convs; checkpoints saved before torchvision's ``RPNHead``
+version 2, such as the original COCO weights, name the one conv ``rpn.head.conv``: read as
+``conv.0.0``, as ``RPNHead._load_from_state_dict`` does), ``rpn.head.{cls_logits,bbox_pred}``,
+the box head (v1 ``roi_heads.box_head.{fc6,fc7}``; v2 ``FastRCNNConvFCHead``'s
+``roi_heads.box_head.{0..3}.{0,1}`` conv + BatchNorm and ``roi_heads.box_head.5`` linear),
+``roi_heads.box_predictor.{cls_score,bbox_pred}`` and, for Mask R-CNN,
+``roi_heads.mask_head.{0..3}.0`` (+ ``.1`` BatchNorm in v2; pre-version-2 checkpoints, such
+as the original COCO weights, name them ``mask_fcn1..4``: renamed as
+``MaskRCNNHeads._load_from_state_dict`` does) and
+``roi_heads.mask_predictor.{conv5_mask,mask_fcn_logits}``.
+:func:`jaxcv.predict.detector.load_detector` runs them on images. A detector's state dict given
+as another detector's architecture is refused with an error naming the architecture its keys
+show. :data:`NOT_COVERED` is empty: every architecture listed converts.
 
 The mapping is written from the state-dict *keys* of each architecture, not from torch modules:
 
 * conv ``weight (O, I, kh, kw)`` -> ``kernel (kh, kw, I, O)`` (NCHW/OIHW -> NHWC/HWIO), ``bias``.
+* transposed conv (Mask R-CNN's ``conv5_mask``) ``weight (I, O, kh, kw)`` -> ``kernel
+  (kh, kw, I, O)`` (:class:`jaxcv.models.mask_head.Upsample2x`), ``bias``.
 * linear ``weight (O, I)`` -> ``kernel (I, O)``; VGG's ``classifier.0`` (``fc6``) and the
-  detector's ``roi_heads.box_head.fc6`` take their input (7x7 pooled maps) flattened from NCHW
-  in ``(c, h, w)`` order, jaxcv from NHWC in ``(h, w, c)`` order, so their kernel is
+  detectors' first box-head linear (v1 ``roi_heads.box_head.fc6``, v2 ``roi_heads.box_head.5``)
+  take their input (7x7 maps) flattened from NCHW in ``(c, h, w)`` order, jaxcv from NHWC in
+  ``(h, w, c)`` order, so their kernel is
   ``weight.reshape(O, C, 7, 7).transpose(2, 3, 1, 0).reshape(7 * 7 * C, O)``.
 * BatchNorm ``weight, bias`` -> ``params`` ``scale, bias``; ``running_mean, running_var`` ->
   ``batch_stats`` ``mean, var``; ``num_batches_tracked`` is dropped. ``FrozenBatchNorm2d``
-  (torchvision's pre-trained detectors) has the same four tensors and the same ``eps`` 1e-5.
+  (torchvision's pre-trained v1 detectors) has the same four tensors and the same default
+  ``eps`` 1e-5. (torchvision's own ``fasterrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn``
+  builders set that ``eps`` to 0 after loading their ``COCO_V1`` weights, ``overwrite_eps``;
+  a state dict does not record ``eps``, and jaxcv keeps 1e-5.)
 * FPN checkpoints saved before torchvision's ``FeaturePyramidNetwork`` version 2 (such as the
   original COCO detector weights) name the convs ``fpn.inner_blocks.{i}.weight``; they are read
   as ``fpn.inner_blocks.{i}.0.weight``, as torchvision's ``_load_from_state_dict`` does.
 
 Model hyperparameters are read from the tensors (``num_classes``, VGG's ``fc_width``, whether an
-FCN has ``aux_classifier``, the detector's ``num_classes``, ``representation_size`` and
+FCN has ``aux_classifier``, the detectors' ``num_classes``, ``representation_size`` and
 ``num_anchors``), the jaxcv model is built, and every converted array is checked
 against the shape the model's ``init`` gives. Missing, unexpected or wrongly-shaped keys raise
 one :class:`ConversionError` listing all of them.
@@ -48,6 +63,7 @@ conversion itself (:func:`convert_state_dict`) takes plain NumPy arrays and neve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -61,6 +77,7 @@ import numpy as np
 from jaxcv.models import build_model
 from jaxcv.models.backbones.resnet import RESNET_SPECS
 from jaxcv.models.backbones.vgg import VGG11_STAGES, VGG16_STAGES
+from jaxcv.models.faster_rcnn_fpn import TORCHVISION_V2
 
 __all__ = [
     "ARCHS",
@@ -94,36 +111,24 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
         {"depth": 50, "fpn_batch_norm": True, "frozen_batch_norm": False},
     ),
     "fasterrcnn_resnet50_fpn": ("faster_rcnn_fpn", {"depth": 50}),
+    "fasterrcnn_resnet50_fpn_v2": ("faster_rcnn_fpn", {"depth": 50, **TORCHVISION_V2}),
+    "maskrcnn_resnet50_fpn": ("mask_rcnn_fpn", {"depth": 50}),
+    "maskrcnn_resnet50_fpn_v2": ("mask_rcnn_fpn", {"depth": 50, **TORCHVISION_V2}),
 }
 #: The FPN backbones, and the prefixes of a whole detector's state dict they leave out.
 FPN_ARCHS = ("resnet50_fpn", "resnet50_fpn_v2")
 DETECTOR_BACKBONE_PREFIX = "backbone."
 DETECTOR_HEAD_PREFIXES = ("rpn.", "roi_heads.")
 #: Whole detectors: torchvision builder name -> the FPN backbone arch of its ``backbone.*``.
-DETECTOR_ARCHS = {"fasterrcnn_resnet50_fpn": "resnet50_fpn"}
-
-_DETECTOR_REASON = (
-    "torchvision's {arch} cannot be converted whole yet: jaxcv has its ResNet-50 + feature "
-    "pyramid network (FPN) backbone (convert it alone as '{backbone}': a whole {arch} state "
-    "dict is accepted, its rpn.* and roi_heads.* keys are left out), multi-scale RoI align, "
-    "the transform and the box post-processing of fasterrcnn_resnet50_fpn (which converts "
-    "whole), but not {missing}, so its detections could not match torchvision's."
-)
-_V2_MISSING = "the v2 RPN head (two 3x3 convs) nor its four-conv + MLP box head"
-_MASK_MISSING = "the four-conv mask head nor the mask pasting"
-#: Architectures the issue names that jaxcv cannot run at torchvision parity, and why.
-NOT_COVERED: dict[str, str] = {
-    arch: _DETECTOR_REASON.format(
-        arch=arch,
-        backbone="resnet50_fpn_v2" if arch.endswith("_v2") else "resnet50_fpn",
-        missing=missing,
-    )
-    for arch, missing in (
-        ("fasterrcnn_resnet50_fpn_v2", _V2_MISSING),
-        ("maskrcnn_resnet50_fpn", _MASK_MISSING),
-        ("maskrcnn_resnet50_fpn_v2", f"{_V2_MISSING}, {_MASK_MISSING}"),
-    )
+DETECTOR_ARCHS = {
+    "fasterrcnn_resnet50_fpn": "resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2": "resnet50_fpn_v2",
+    "maskrcnn_resnet50_fpn": "resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2": "resnet50_fpn_v2",
 }
+#: Architectures jaxcv knows of but cannot convert at torchvision parity, and why (none now;
+#: :func:`convert_state_dict` raises ``NotImplementedError`` with the reason for any listed).
+NOT_COVERED: dict[str, str] = {}
 
 CONVERTED_FILE = "jaxcv_converted.json"
 VARIABLES_DIR = "variables"
@@ -223,22 +228,45 @@ def _fpn_rules(levels: int, batch_norm: bool) -> Iterator[Rule]:
                 yield "bn", f"{t}.1", (*j, "bn")
 
 
-def _faster_rcnn_fpn_rules(backbone_arch: str, fields: dict[str, Any]) -> Iterator[Rule]:
-    """``backbone.*`` as the FPN backbone's rules, then the RPN head and the box branch."""
-    for kind, prefix, path in _rules(backbone_arch, fields):
+def _conv_norm_rules(torch_prefix: str, path: tuple[str, ...], bn: bool) -> Iterator[Rule]:
+    """torchvision's ``Conv2dNormActivation``: ``.0`` the conv (bias unless BN), ``.1`` the BN."""
+    yield ("conv" if bn else "conv_bias"), f"{torch_prefix}.0", (*path, "conv")
+    if bn:
+        yield "bn", f"{torch_prefix}.1", (*path, "bn")
+
+
+def _detector_rules(arch: str, fields: dict[str, Any]) -> Iterator[Rule]:
+    """``backbone.*`` as the FPN backbone's rules, then the RPN head, the box branch and (Mask
+    R-CNN) the mask branch, v1 or v2 as ``fields`` say."""
+    for kind, prefix, path in _rules(DETECTOR_ARCHS[arch], fields):
         yield kind, f"{DETECTOR_BACKBONE_PREFIX}{prefix}", ("backbone", *path)
-    yield "conv_bias", "rpn.head.conv.0.0", ("rpn", "conv")
+    for i in range(fields.get("rpn_conv_depth", 1)):
+        yield "conv_bias", f"rpn.head.conv.{i}.0", ("rpn", "conv" if i == 0 else f"conv{i + 1}")
     yield "conv_bias", "rpn.head.cls_logits", ("rpn", "cls_logits")
     yield "conv_bias", "rpn.head.bbox_pred", ("rpn", "bbox_pred")
-    yield "fc6", "roi_heads.box_head.fc6", ("box_head", "fc6")
-    yield "linear", "roi_heads.box_head.fc7", ("box_head", "fc7")
+    bn, convs = fields.get("head_batch_norm", False), fields.get("box_head_convs", 0)
+    if convs:  # FastRCNNConvFCHead: convs 0..n-1, Flatten n, Linear n + 1
+        for i in range(convs):
+            yield from _conv_norm_rules(f"roi_heads.box_head.{i}", ("box_head", f"conv{i + 1}"), bn)
+        yield "fc6", f"roi_heads.box_head.{convs + 1}", ("box_head", "fc")
+    else:
+        yield "fc6", "roi_heads.box_head.fc6", ("box_head", "fc6")
+        yield "linear", "roi_heads.box_head.fc7", ("box_head", "fc7")
     yield "linear", "roi_heads.box_predictor.cls_score", ("box_predictor", "cls_score")
     yield "linear", "roi_heads.box_predictor.bbox_pred", ("box_predictor", "bbox_pred")
+    if ARCHS[arch][0] == "mask_rcnn_fpn":
+        for i in range(4):
+            yield from _conv_norm_rules(
+                f"roi_heads.mask_head.{i}", ("mask_head", f"mask_fcn{i + 1}"), bn
+            )
+        predictor = "roi_heads.mask_predictor"
+        yield "conv_transpose", f"{predictor}.conv5_mask", ("mask_predictor", "conv5_mask")
+        yield "conv_bias", f"{predictor}.mask_fcn_logits", ("mask_predictor", "mask_fcn_logits")
 
 
 def _rules(arch: str, fields: dict[str, Any]) -> list[Rule]:
     if arch in DETECTOR_ARCHS:
-        return list(_faster_rcnn_fpn_rules(DETECTOR_ARCHS[arch], fields))
+        return list(_detector_rules(arch, fields))
     if arch in FPN_ARCHS:
         rules = list(_resnet_trunk_rules(fields["depth"], "body.", dilated=False, root="body"))
         return rules + list(_fpn_rules(4, fields.get("fpn_batch_norm", False)))
@@ -269,11 +297,20 @@ def _conv_kernel(weight: np.ndarray) -> np.ndarray:
     return weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight
 
 
+def _conv_transpose_kernel(weight: np.ndarray) -> np.ndarray:
+    """``ConvTranspose2d``'s ``(I, O, kh, kw)`` -> ``Upsample2x``'s ``(kh, kw, I, O)``."""
+    return weight.transpose(2, 3, 0, 1) if weight.ndim == 4 else weight
+
+
 # kind -> [(torch suffix, collection, jaxcv leaf name, transform)]
 _LEAVES = {
     "conv": [("weight", "params", "kernel", _conv_kernel)],
     "conv_bias": [
         ("weight", "params", "kernel", _conv_kernel),
+        ("bias", "params", "bias", None),
+    ],
+    "conv_transpose": [
+        ("weight", "params", "kernel", _conv_transpose_kernel),
         ("bias", "params", "bias", None),
     ],
     "linear": [("weight", "params", "kernel", np.transpose), ("bias", "params", "bias", None)],
@@ -326,9 +363,9 @@ def _check_arch(arch: str) -> None:
     if arch in NOT_COVERED:
         raise NotImplementedError(f"cannot convert {arch!r}: {NOT_COVERED[arch]}")
     if arch not in ARCHS:
+        not_covered = f" (not covered: {', '.join(NOT_COVERED)})" if NOT_COVERED else ""
         raise ValueError(
-            f"unknown architecture {arch!r}; convertible: {', '.join(ARCHS)} (not covered: "
-            f"{', '.join(NOT_COVERED)})"
+            f"unknown architecture {arch!r}; convertible: {', '.join(ARCHS)}{not_covered}"
         )
 
 
@@ -360,33 +397,50 @@ def _fpn_backbone_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 #: Pre-version-2 ``RPNHead`` names (a bare ``conv``) -> version 2 (``Conv2dNormActivation``).
 _OLD_RPN_KEYS = {f"rpn.head.conv.{p}": f"rpn.head.conv.0.0.{p}" for p in ("weight", "bias")}
+#: Pre-version-2 ``MaskRCNNHeads`` names (``mask_fcn1..4``, the original COCO checkpoint's).
+_OLD_MASK_KEYS = {
+    f"roi_heads.mask_head.mask_fcn{i + 1}.{p}": f"roi_heads.mask_head.{i}.0.{p}"
+    for i in range(4)
+    for p in ("weight", "bias")
+}
 
 
 def _detector_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A whole detector's keys with old FPN and RPN-head names renamed as torchvision's
-    ``_load_from_state_dict`` renames them."""
+    """A whole detector's keys with old FPN, RPN-head and mask-head names renamed as
+    torchvision's ``_load_from_state_dict`` renames them."""
     out = {}
     for key, value in state_dict.items():
         if key.startswith(DETECTOR_BACKBONE_PREFIX):
             key = DETECTOR_BACKBONE_PREFIX + _new_fpn_key(key[len(DETECTOR_BACKBONE_PREFIX) :])
-        out[_OLD_RPN_KEYS.get(key, key)] = value
+        key = _OLD_RPN_KEYS.get(key, key)
+        out[_OLD_MASK_KEYS.get(key, key)] = value
     return out
 
 
-def _other_detector(state_dict: Mapping[str, Any]) -> str | None:
-    """The torchvision detector a state dict's keys show it to be, when it is not the v1
-    Faster R-CNN (for the error message): Mask R-CNN, a ``_v2`` one, or None."""
+def _detector_name(state_dict: Mapping[str, Any]) -> str | None:
+    """The torchvision detector of :data:`DETECTOR_ARCHS` whose keys a state dict has (for
+    the error message; v2 told by its box head or second RPN conv), or None: not a detector."""
+    if not any(k.startswith(DETECTOR_HEAD_PREFIXES) for k in state_dict):
+        return None
     mask = any(k.startswith("roi_heads.mask_") for k in state_dict)
     v2 = "roi_heads.box_head.0.0.weight" in state_dict or "rpn.head.conv.1.0.weight" in state_dict
-    if not (mask or v2):
-        return None
-    return ("maskrcnn_resnet50_fpn" if mask else "fasterrcnn_resnet50_fpn") + ("_v2" if v2 else "")
+    return ("maskrcnn" if mask else "fasterrcnn") + "_resnet50_fpn" + ("_v2" if v2 else "")
 
 
 def _init_inputs(model_name: str) -> tuple[Any, ...]:
     """The dummy inputs ``model.init`` takes (a detector also takes RoIs)."""
     images = jnp.zeros((1, 64, 64, 3))
-    return (images, jnp.zeros((1, 1, 4))) if model_name == "faster_rcnn_fpn" else (images,)
+    detectors = ("faster_rcnn_fpn", "mask_rcnn_fpn")
+    return (images, jnp.zeros((1, 1, 4))) if model_name in detectors else (images,)
+
+
+@functools.cache
+def _target_shapes(model_name: str, fields: tuple) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """The shape of every variable of ``build_model(model_name, **dict(fields))``'s ``init``
+    (traced once per model: a whole detector's init takes seconds to trace)."""
+    model = build_model(model_name, **dict(fields))
+    abstract = jax.eval_shape(model.init, jax.random.key(0), *_init_inputs(model_name))
+    return {p: tuple(v.shape) for p, v in _flat(abstract).items()}
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
@@ -453,9 +507,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     missing = sorted(set(expected_keys) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected_keys) - ignored)
 
-    model = build_model(model_name, **fields)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), *_init_inputs(model_name))
-    targets = {p: tuple(v.shape) for p, v in _flat(abstract).items()}
+    targets = _target_shapes(model_name, tuple(sorted(fields.items())))
     by_path = {v: k for k, v in expected_keys.items()}
     mismatched = [
         f"{by_path[p]} {_shape(state_dict, by_path[p])} -> {'/'.join(p)} {tuple(np.shape(v))}, "
@@ -466,9 +518,15 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     unmapped = sorted("/".join(p) for p in set(targets) - set(expected_keys.values()))
     if missing or unexpected or mismatched or unmapped:
         parts = [f"state dict does not match torchvision {arch!r} (jaxcv {model_name!r}, {fields})"]
-        other = _other_detector(state_dict) if arch in DETECTOR_ARCHS else None
-        if other:
-            parts.append(f"its keys are those of torchvision's {other}, not {arch}")
+        found = _detector_name(state_dict)
+        if found and found != arch:  # said first: the lists below are long
+            parts.insert(
+                0,
+                f"the checkpoint's keys are those of torchvision's {found}, not {arch} "
+                f"(convert it as {found!r})",
+            )
+        elif found is None and arch in DETECTOR_ARCHS:
+            parts.append("its keys are not a torchvision detector's (no rpn.* or roi_heads.*)")
         if missing:
             parts.append(_listing("missing keys", missing))
         if unexpected:

@@ -1,4 +1,4 @@
-"""torchvision's Faster R-CNN with a ResNet-50 FPN (``fasterrcnn_resnet50_fpn``), as one module.
+"""torchvision's Faster R-CNN with a ResNet-50 FPN (``fasterrcnn_resnet50_fpn`` and ``_v2``).
 
 The parts with parameters, in torchvision's layout; as in :mod:`jaxcv.models.faster_rcnn`, the
 decisions between them (anchors, the proposal layer, RoI sampling, post-processing) live
@@ -11,8 +11,9 @@ outside the module: the test-time proposal layer is
         variables, features, proposals, image_size, method="box_head")
 
 The whole detector on images, with torchvision's transform and post-processing, is
-:mod:`jaxcv.predict.detector`; ``jaxcv convert torchvision fasterrcnn_resnet50_fpn`` converts
-torchvision's weights to it (:mod:`jaxcv.models.convert`, model name ``faster_rcnn_fpn``).
+:mod:`jaxcv.predict.detector`; ``jaxcv convert torchvision fasterrcnn_resnet50_fpn[_v2]``
+converts torchvision's weights to it (:mod:`jaxcv.models.convert`, model name
+``faster_rcnn_fpn``). :class:`jaxcv.models.mask_rcnn_fpn.MaskRCNNFPN` adds the mask branch.
 
 * ``backbone``: :class:`jaxcv.models.fpn.ResNetFPNBackbone` (levels ``"0".."3"``, ``"pool"``).
 * ``rpn``: :class:`jaxcv.models.rpn.RPNHead` shared by all five levels (torchvision's
@@ -21,12 +22,25 @@ torchvision's weights to it (:mod:`jaxcv.models.convert`, model name ``faster_rc
   (7x7, sampling ratio 2, ``aligned=False``), :class:`TwoMLPHead` (``fc6``, ``fc7``, 1024) and
   :class:`FastRCNNPredictor` (``cls_score``, ``bbox_pred``).
 
-Parameter paths: ``backbone/{body,fpn}/...``, ``rpn/{conv,cls_logits,bbox_pred}``,
-``box_head/{fc6,fc7}``, ``box_predictor/{cls_score,bbox_pred}`` (torchvision's
-``backbone.*``, ``rpn.head.{conv.0.0,cls_logits,bbox_pred}``, ``roi_heads.box_head.*``,
-``roi_heads.box_predictor.*``). ``fc6`` reads the pooled ``(7, 7, C)`` features flattened in
-NHWC ``(h, w, c)`` order; torchvision flattens ``(c, h, w)``, so a converted ``fc6`` kernel is
-permuted as VGG's (:mod:`jaxcv.models.convert`).
+The ``_v2`` detectors (:data:`TORCHVISION_V2`, ``fasterrcnn_resnet50_fpn_v2``) differ in four
+places: a BatchNorm after every FPN conv (``fpn_batch_norm``), two 3x3 convs in the RPN head
+(``rpn_conv_depth=2``), :class:`FastRCNNConvFCHead` as the box head (four 3x3 conv + BN + ReLU
+of 256 channels, then one 1024-wide ``fc`` + ReLU: ``box_head_convs=4``,
+``head_batch_norm``), and a backbone built with ``nn.BatchNorm2d`` rather than
+``FrozenBatchNorm2d`` (``frozen_batch_norm=False``; in eval mode both are the same function
+of the running statistics, so converted weights give the same outputs either way).
+
+Parameter paths: ``backbone/{body,fpn}/...``, ``rpn/{conv,conv2,cls_logits,bbox_pred}``,
+``box_head/{fc6,fc7}`` (v2: ``box_head/conv{1..4}/{conv,bn}``, ``box_head/fc``),
+``box_predictor/{cls_score,bbox_pred}`` (torchvision's ``backbone.*``,
+``rpn.head.{conv.0.0,conv.1.0,cls_logits,bbox_pred}``, ``roi_heads.box_head.*``,
+``roi_heads.box_predictor.*``). ``fc6`` (v2: ``fc``) reads the pooled ``(7, 7, C)`` features
+flattened in NHWC ``(h, w, c)`` order; torchvision flattens ``(c, h, w)``, so a converted
+kernel is permuted as VGG's ``fc6`` (:mod:`jaxcv.models.convert`).
+
+Training with BatchNorm in the heads (v2, ``train=True``): :meth:`FasterRCNNFPN.box_head`'s
+BatchNorm statistics run over every RoI of the batch, padding RoIs included; pass only real
+RoIs (torchvision normalises over its sampled RoIs).
 """
 
 from collections.abc import Sequence
@@ -35,12 +49,23 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcv.models.fpn import POOL_LEVEL, ResNetFPNBackbone
+from jaxcv.models.fpn import POOL_LEVEL, ConvNorm, ResNetFPNBackbone
 from jaxcv.models.layers import check_images, torch_linear_kernel_init
 from jaxcv.models.rpn import RPNHead
 from jaxcv.ops.multiscale_roi_align import multiscale_roi_align
 
 Dtype = Any
+
+#: The fields that make a :class:`FasterRCNNFPN` (or ``MaskRCNNFPN``) torchvision's ``_v2``.
+TORCHVISION_V2 = {
+    "fpn_batch_norm": True,
+    "rpn_conv_depth": 2,
+    "box_head_convs": 4,
+    "head_batch_norm": True,
+    "frozen_batch_norm": False,
+}
+#: torchvision's ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` of the head convs.
+head_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _torch_linear(features: int, name: str, kw: dict) -> nn.Dense:
@@ -65,6 +90,38 @@ class TwoMLPHead(nn.Module):
         x = pooled.reshape(*pooled.shape[:-3], -1).astype(self.dtype)
         x = nn.relu(_torch_linear(self.representation_size, "fc6", kw)(x))
         return nn.relu(_torch_linear(self.representation_size, "fc7", kw)(x))
+
+
+class FastRCNNConvFCHead(nn.Module):
+    """torchvision's ``FastRCNNConvFCHead`` (the ``_v2`` box head): ``num_convs`` x (3x3 conv,
+    BatchNorm when ``batch_norm`` else a conv bias, ReLU), flatten, ``fc`` + ReLU.
+
+    Maps ``(..., 7, 7, C)`` pooled RoI features to ``(..., representation_size)``.
+    """
+
+    num_convs: int = 4
+    channels: int = 256
+    representation_size: int = 1024
+    batch_norm: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pooled: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if pooled.ndim < 3:
+            raise ValueError(
+                f"FastRCNNConvFCHead expects (..., oh, ow, C); got shape {pooled.shape}"
+            )
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        lead = pooled.shape[:-3]
+        x = pooled.reshape(-1, *pooled.shape[-3:]).astype(self.dtype)
+        for i in range(self.num_convs):
+            block = ConvNorm(
+                self.channels, 3, self.batch_norm, head_conv_init, name=f"conv{i + 1}", **kw
+            )
+            x = nn.relu(block(x, train))
+        x = x.reshape(*lead, -1)
+        return nn.relu(_torch_linear(self.representation_size, "fc", kw)(x))
 
 
 class FastRCNNPredictor(nn.Module):
@@ -94,9 +151,15 @@ class FasterRCNNFPN(nn.Module):
       num_anchors: anchors per position and level (3: torchvision's three aspect ratios).
       roi_size: multi-scale RoI align output size (7).
       sampling_ratio: RoI align samples per bin and axis (2).
-      representation_size: width of ``fc6``/``fc7`` (1024).
+      representation_size: width of ``fc6``/``fc7`` (v2: of ``fc``) (1024).
       frozen_batch_norm: the backbone's BatchNorms on running statistics always (True, as
-        torchvision's pre-trained detectors).
+        torchvision's pre-trained v1 detectors; False in v2).
+      fpn_batch_norm: a BatchNorm after every FPN conv (v2).
+      rpn_conv_depth: 3x3 convs of the RPN head (1; 2 in v2).
+      box_head_convs: 0 for :class:`TwoMLPHead`; ``n > 0`` for :class:`FastRCNNConvFCHead`
+        with ``n`` convs (4 in v2).
+      head_batch_norm: BatchNorm (instead of a conv bias) in the box head's convs and in
+        ``MaskRCNNFPN``'s mask head (v2).
       dtype: compute dtype; param_dtype: parameter dtype.
     """
 
@@ -107,18 +170,37 @@ class FasterRCNNFPN(nn.Module):
     sampling_ratio: int = 2
     representation_size: int = 1024
     frozen_batch_norm: bool = True
+    fpn_batch_norm: bool = False
+    rpn_conv_depth: int = 1
+    box_head_convs: int = 0
+    head_batch_norm: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     def setup(self) -> None:
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ValueError(f"num_classes must be a positive int; got {self.num_classes!r}")
+        if self.box_head_convs < 0:
+            raise ValueError(f"box_head_convs must be >= 0; got {self.box_head_convs}")
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         self.trunk = ResNetFPNBackbone(
-            depth=self.depth, frozen_batch_norm=self.frozen_batch_norm, name="backbone", **kw
+            depth=self.depth,
+            fpn_batch_norm=self.fpn_batch_norm,
+            frozen_batch_norm=self.frozen_batch_norm,
+            name="backbone",
+            **kw,
         )
-        self.rpn_head = RPNHead(self.num_anchors, name="rpn", **kw)
-        self.mlp = TwoMLPHead(self.representation_size, name="box_head", **kw)
+        self.rpn_head = RPNHead(self.num_anchors, conv_depth=self.rpn_conv_depth, name="rpn", **kw)
+        if self.box_head_convs > 0:
+            self.mlp = FastRCNNConvFCHead(
+                self.box_head_convs,
+                representation_size=self.representation_size,
+                batch_norm=self.head_batch_norm,
+                name="box_head",
+                **kw,
+            )
+        else:
+            self.mlp = TwoMLPHead(self.representation_size, name="box_head", **kw)
         self.predictor = FastRCNNPredictor(self.num_classes + 1, name="box_predictor", **kw)
 
     def rpn(
@@ -146,15 +228,22 @@ class FasterRCNNFPN(nn.Module):
         return features, objectness, deltas
 
     def box_head(
-        self, features: dict[str, jnp.ndarray], rois: jnp.ndarray, image_size: Sequence[int]
+        self,
+        features: dict[str, jnp.ndarray],
+        rois: jnp.ndarray,
+        image_size: Sequence[int],
+        train: bool = False,
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Multi-scale RoI align, the two-MLP head and the predictor on ``rois``.
+        """Multi-scale RoI align, the box head (v1 two-MLP, v2 convs + FC) and the predictor on
+        ``rois``.
 
         Args:
           features: :meth:`rpn`'s feature dict (``"pool"`` is not pooled from).
           rois: ``(B, R, 4)`` ``xyxy`` boxes in input pixels.
           image_size: static ``(H, W)``, the largest image size of the batch before padding
             (fixes each level's scale, :func:`jaxcv.ops.multiscale_roi_align.infer_scales`).
+          train: BatchNorm mode of the v2 box head (batch statistics over all ``B * R``
+            RoIs); no effect on the v1 head.
 
         Returns:
           ``class_logits``: ``(B, R, K + 1)`` float32;
@@ -169,7 +258,8 @@ class FasterRCNNFPN(nn.Module):
         pooled = multiscale_roi_align(
             levels, rois, tuple(image_size), self.roi_size, self.sampling_ratio
         )
-        return self.predictor(self.mlp(pooled))
+        hidden = self.mlp(pooled, train) if self.box_head_convs > 0 else self.mlp(pooled)
+        return self.predictor(hidden)
 
     def __call__(
         self, images: jnp.ndarray, rois: jnp.ndarray, train: bool = False
@@ -181,7 +271,7 @@ class FasterRCNNFPN(nn.Module):
           ``{"features", "objectness", "rpn_deltas", "class_logits", "box_deltas"}``.
         """
         features, objectness, rpn_deltas = self.rpn(images, train)
-        class_logits, box_deltas = self.box_head(features, rois, images.shape[1:3])
+        class_logits, box_deltas = self.box_head(features, rois, images.shape[1:3], train)
         return {
             "features": features,
             "objectness": objectness,

@@ -100,12 +100,18 @@ def nearest_resize(x: jnp.ndarray, size: Sequence[int]) -> jnp.ndarray:
     return jnp.take(x, jnp.asarray(nearest_indices(in_w, out_w)), axis=2)
 
 
-class _ConvNorm(nn.Module):
-    """torchvision's ``Conv2dNormActivation`` without activation: conv (bias unless BN), BN."""
+class ConvNorm(nn.Module):
+    """torchvision's ``Conv2dNormActivation`` without activation: a ``kernel_size`` conv with
+    ``kernel_size // 2`` padding (bias unless BN), then BN (``use_batch_norm``).
+
+    ``(B, H, W, C)`` -> ``(B, H, W, features)``. Also the conv blocks of the ``_v2`` box head
+    and of the FPN detectors' mask head (:mod:`jaxcv.models.mask_rcnn_fpn`), which add the ReLU.
+    """
 
     features: int
     kernel_size: int
     use_batch_norm: bool = False
+    kernel_init: Any = fpn_kernel_init
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -117,7 +123,7 @@ class _ConvNorm(nn.Module):
             (self.kernel_size, self.kernel_size),
             padding=((pad, pad), (pad, pad)),
             use_bias=not self.use_batch_norm,
-            kernel_init=fpn_kernel_init,
+            kernel_init=self.kernel_init,
             bias_init=nn.initializers.zeros,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
@@ -174,17 +180,17 @@ class FeaturePyramidNetwork(nn.Module):
             "param_dtype": self.param_dtype,
         }
         last = len(features) - 1
-        inner = _ConvNorm(self.out_channels, 1, name=f"inner_block{last}", **kw)(
+        inner = ConvNorm(self.out_channels, 1, name=f"inner_block{last}", **kw)(
             features[last], train
         )
-        results = [_ConvNorm(self.out_channels, 3, name=f"layer_block{last}", **kw)(inner, train)]
+        results = [ConvNorm(self.out_channels, 3, name=f"layer_block{last}", **kw)(inner, train)]
         for i in range(last - 1, -1, -1):
-            lateral = _ConvNorm(self.out_channels, 1, name=f"inner_block{i}", **kw)(
+            lateral = ConvNorm(self.out_channels, 1, name=f"inner_block{i}", **kw)(
                 features[i], train
             )
             inner = lateral + nearest_resize(inner, lateral.shape[1:3])
             results.insert(
-                0, _ConvNorm(self.out_channels, 3, name=f"layer_block{i}", **kw)(inner, train)
+                0, ConvNorm(self.out_channels, 3, name=f"layer_block{i}", **kw)(inner, train)
             )
         if self.extra_pool:
             results.append(results[-1][:, ::2, ::2, :])

@@ -7,6 +7,9 @@ anchor, which is the order of :func:`jaxcv.ops.anchors.make_anchors` (and of tor
 ``RPNHead`` + ``concat_box_prediction_layers``), so ``objectness[b, i]`` and ``deltas[b, i]``
 belong to ``anchors[i]``.
 
+With ``conv_depth=2`` it is the ``_v2`` detectors' ``RPNHead(conv_depth=2)``: two 3x3 conv +
+ReLU layers (``conv``, ``conv2``) before the sibling convs.
+
 Initialisation as torchvision's ``RPNHead``: normal(std 0.01) weights, zero biases.
 Anchor labelling, the RPN loss and the proposal layer are free functions in
 :mod:`jaxcv.tasks.rcnn_targets` and :mod:`jaxcv.tasks.proposal_layer`.
@@ -28,11 +31,14 @@ class RPNHead(nn.Module):
     Attributes:
       num_anchors: ``A``, anchors per feature-map position (sizes x aspect ratios).
       channels: width of the 3x3 conv (None: the input's channel count, as torchvision).
+      conv_depth: number of 3x3 conv + ReLU layers (1; 2 in the ``_v2`` detectors), named
+        ``conv``, ``conv2``, ...
       dtype: compute dtype; param_dtype: parameter dtype.
     """
 
     num_anchors: int
     channels: int | None = None
+    conv_depth: int = 1
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -51,6 +57,8 @@ class RPNHead(nn.Module):
             raise ValueError(f"features must be (B, h, w, C); got shape {features.shape}")
         if self.num_anchors < 1:
             raise ValueError(f"num_anchors must be >= 1; got {self.num_anchors}")
+        if self.conv_depth < 1:
+            raise ValueError(f"conv_depth must be >= 1; got {self.conv_depth}")
         kw = {
             "dtype": self.dtype,
             "param_dtype": self.param_dtype,
@@ -58,9 +66,10 @@ class RPNHead(nn.Module):
             "bias_init": nn.initializers.zeros,
         }
         channels = self.channels or features.shape[-1]
-        x = nn.relu(
-            nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), name="conv", **kw)(features)
-        )
+        x = features
+        for i in range(self.conv_depth):
+            name = "conv" if i == 0 else f"conv{i + 1}"
+            x = nn.relu(nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), name=name, **kw)(x))
         logits = nn.Conv(self.num_anchors, (1, 1), name="cls_logits", **kw)(x)
         deltas = nn.Conv(4 * self.num_anchors, (1, 1), name="bbox_pred", **kw)(x)
         batch = features.shape[0]

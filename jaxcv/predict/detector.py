@@ -1,4 +1,4 @@
-"""torchvision's ``fasterrcnn_resnet50_fpn`` end to end on NumPy images: :class:`Detector`.
+"""torchvision's FPN Faster / Mask R-CNN end to end on NumPy images: :class:`Detector`.
 
 ::
 
@@ -7,10 +7,15 @@
     detector = load_detector("coco_frcnn")      # jaxcv convert torchvision fasterrcnn_resnet50_fpn
     for found in detector([image]):             # (H, W, 3) uint8 RGB arrays
         found["boxes"], found["scores"], found["labels"], found["names"]
+        found["masks"]                          # Mask R-CNN only: (n, H, W) bool
 
-The same computation as torchvision's ``FasterRCNN.forward`` in ``eval`` mode
+It runs what ``jaxcv convert torchvision`` makes of ``fasterrcnn_resnet50_fpn``,
+``fasterrcnn_resnet50_fpn_v2``, ``maskrcnn_resnet50_fpn`` and ``maskrcnn_resnet50_fpn_v2``
+(:class:`jaxcv.models.faster_rcnn_fpn.FasterRCNNFPN`,
+:class:`jaxcv.models.mask_rcnn_fpn.MaskRCNNFPN`). The same computation as torchvision's
+``FasterRCNN.forward`` / ``MaskRCNN.forward`` in ``eval`` mode
 (``torchvision/models/detection/generalized_rcnn.py``), with torchvision's default test
-settings (:class:`DetectorSettings`, named as ``fasterrcnn_resnet50_fpn``'s keyword arguments):
+settings (:class:`DetectorSettings`, named as the builders' keyword arguments):
 
 1. the transform on the host (:mod:`jaxcv.predict.transform`): normalise, resize to
    ``min_size`` / ``max_size``, zero-pad the batch to a multiple of 32;
@@ -22,20 +27,26 @@ settings (:class:`DetectorSettings`, named as ``fasterrcnn_resnet50_fpn``'s keyw
    (:func:`jaxcv.tasks.detection.postprocess_detections`: class-specific decoding with weights
    ``(10, 10, 5, 5)`` and the ``log(1000 / 16)`` clamp, softmax, clipping, the background
    dropped, scores above 0.05, boxes of side >= 0.01, class-wise NMS at 0.5, the top 100);
-3. on the host, boxes scaled back to each original image (``transform.postprocess``).
+   for Mask R-CNN, the mask branch on those detections (``MaskRCNNFPN.mask_head``) and the
+   sigmoid of each detection's label channel (``maskrcnn_inference``): ``(28, 28)`` masks;
+3. on the host, boxes scaled back to each original image (``transform.postprocess``) and, for
+   Mask R-CNN, each mask pasted into the original image at its box and thresholded at 0.5
+   (:func:`jaxcv.predict.transform.masks_to_original`: ``paste_masks_in_image`` in NumPy, so
+   that images of any size need no compilation; torchvision returns the probabilities, which
+   users threshold at 0.5).
 
-Static shapes: proposals (1000) and detections (100) are fixed-size with validity masks; the
-valid entries are returned. The padded batch shape is what compiles: by default each batch is
-padded as torchvision pads it (its largest resized image rounded up to 32), so the detections
-are torchvision's for the same batch, and one compilation serves every batch of the same
-padded shape (photos of one aspect ratio share one). ``canvas=(H, W)`` pads every batch to one
-fixed shape instead (a single compilation for any mix of sizes), but the detections are then
-no longer torchvision's: the padding's activations (non-zero after the first BatchNorm) reach
-the image through the receptive fields (hundreds of pixels in ResNet-50) where torchvision's
-convolutions see zeros, the FPN's nearest upsampling maps other rows, and the ``"pool"``
-level's anchor strides change (torchvision's ``padded // feature`` rule). On small images,
-where the receptive fields span the whole image, the detections can differ entirely; use it for
-throughput, not for torchvision's numbers.
+Static shapes: proposals (1000), detections (100) and their ``28 x 28`` masks are fixed-size
+with validity masks; the valid entries are returned. The padded batch shape is what compiles: by
+default each batch is padded as torchvision pads it (its largest resized image rounded up to
+32), so the detections are torchvision's for the same batch, and one compilation serves every
+batch of the same padded shape (photos of one aspect ratio share one). ``canvas=(H, W)`` pads
+every batch to one fixed shape instead (a single compilation for any mix of sizes), but the
+detections are then no longer torchvision's: the padding's activations (non-zero after the first
+BatchNorm) reach the image through the receptive fields (hundreds of pixels in ResNet-50) where
+torchvision's convolutions see zeros, the FPN's nearest upsampling maps other rows, and the
+``"pool"`` level's anchor strides change (torchvision's ``padded // feature`` rule). On small
+images, where the receptive fields span the whole image, the detections can differ entirely; use
+it for throughput, not for torchvision's numbers.
 ``batch_size`` images run together; a short last batch is filled with blank images (whose
 results are dropped), so it does not compile again.
 
@@ -60,12 +71,14 @@ import numpy as np
 from jaxcv.eval.coco_categories import COCO_CATEGORY_NAMES
 from jaxcv.models.convert import load_converted
 from jaxcv.models.faster_rcnn_fpn import FasterRCNNFPN
+from jaxcv.models.mask_rcnn_fpn import MaskRCNNFPN
 from jaxcv.ops.multiscale_roi_align import infer_scales
 from jaxcv.predict.transform import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     boxes_to_original,
     check_image,
+    masks_to_original,
     transform_images,
 )
 from jaxcv.tasks.detection import postprocess_detections
@@ -81,11 +94,13 @@ __all__ = [
 ]
 
 #: The converted models :func:`load_detector` runs (:data:`jaxcv.models.MODELS` names).
-DETECTOR_MODELS = ("faster_rcnn_fpn",)
+DETECTOR_MODELS = ("faster_rcnn_fpn", "mask_rcnn_fpn")
 #: torchvision's ``RoIHeads.postprocess_detections`` drops boxes with a side below this.
 BOX_MIN_SIZE = 1e-2
 #: torchvision's ``RegionProposalNetwork.min_size``.
 RPN_MIN_SIZE = 1e-3
+#: Pasted mask probabilities above it are in the mask (the JSON's binary masks).
+MASK_THRESHOLD = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +174,7 @@ def faster_rcnn_fpn_detections(
     """The detector from the padded batch to detections in resized-image pixels (jit-able).
 
     Args:
-      model: the :class:`FasterRCNNFPN` (static under ``jit``).
+      model: the :class:`FasterRCNNFPN` or :class:`MaskRCNNFPN` (static under ``jit``).
       variables: its ``{"params", "batch_stats"}``.
       images: ``(B, H, W, 3)`` float32 normalised, padded batch
         (:func:`jaxcv.predict.transform.transform_images`).
@@ -171,7 +186,9 @@ def faster_rcnn_fpn_detections(
     Returns:
       ``boxes (B, D, 4)`` float32 ``xyxy`` in resized-image pixels, ``scores (B, D)``,
       ``classes (B, D)`` int32 torchvision labels ``1..K``, ``valid (B, D)`` bool, with
-      ``D = box_detections_per_img``, in descending score order.
+      ``D = box_detections_per_img``, in descending score order; for a :class:`MaskRCNNFPN`
+      also ``mask_probs (B, D, 28, 28)`` float32, each detection's mask probabilities (its
+      label's channel) in its box.
     """
     features, objectness, rpn_deltas = model.apply(variables, images, method="rpn")
     anchors = fpn_anchors([f.shape[1:3] for f in features.values()], images.shape[1:3])
@@ -189,7 +206,7 @@ def faster_rcnn_fpn_detections(
     logits, deltas = model.apply(
         variables, features, proposals, tuple(roi_image_size), method="box_head"
     )
-    return postprocess_detections(
+    out = postprocess_detections(
         logits,
         deltas,
         proposals,
@@ -200,6 +217,14 @@ def faster_rcnn_fpn_detections(
         detections_per_image=settings.box_detections_per_img,
         min_size=BOX_MIN_SIZE,
     )
+    if isinstance(model, MaskRCNNFPN):
+        mask_logits = model.apply(
+            variables, features, out["boxes"], tuple(roi_image_size), method="mask_head"
+        )
+        label = jnp.clip(out["classes"], 0, mask_logits.shape[-1] - 1)[..., None, None, None]
+        picked = jnp.take_along_axis(mask_logits, label, axis=-1)[..., 0]
+        out["mask_probs"] = jax.nn.sigmoid(picked)
+    return out
 
 
 #: The one jitted program every :class:`Detector` shares (one compilation per static key).
@@ -231,10 +256,10 @@ def roi_image_size(padded: Sequence[int], image_sizes: np.ndarray) -> tuple[int,
 
 
 class Detector:
-    """A converted torchvision Faster R-CNN FPN run on NumPy images (see the module).
+    """A converted torchvision FPN Faster or Mask R-CNN run on NumPy images (see the module).
 
     Args:
-      model: the :class:`FasterRCNNFPN`.
+      model: the :class:`FasterRCNNFPN` (or its subclass :class:`MaskRCNNFPN`).
       variables: its ``{"params", "batch_stats"}``.
       category_names: the name of each label ``0..K`` (default: COCO's 91 torchvision names
         when the model has 91 outputs, else ``"class {k}"``).
@@ -302,7 +327,9 @@ class Detector:
         Returns:
           One dict per image, in descending score order: ``boxes (n, 4)`` float32 ``xyxy`` in
           the original image's pixels, ``scores (n,)`` float32, ``labels (n,)`` int64
-          (torchvision's label indices), ``names`` (list of ``n`` category names).
+          (torchvision's label indices), ``names`` (list of ``n`` category names), and for
+          Mask R-CNN ``masks (n, H, W)`` bool at the original size (torchvision's pasted
+          masks ``> 0.5``).
 
         Raises:
           ValueError: an image that is not ``(H, W, 3)`` uint8/float (names its index), a bad
@@ -316,36 +343,58 @@ class Detector:
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch, sizes = self.preprocess(chunk, canvas)
-            if len(chunk) < batch_size and start > 0:  # the short last batch: blank images
-                blank = batch_size - len(chunk)
-                batch = np.concatenate([batch, np.zeros((blank, *batch.shape[1:]), np.float32)])
-                sizes_in = np.concatenate([sizes, np.repeat(sizes[:1], blank, axis=0)])
-            else:
-                sizes_in = sizes
-            out = _detections(
-                self.model,
-                self.variables,
-                jnp.asarray(batch),
-                jnp.asarray(sizes_in),
-                roi_image_size=roi_image_size(batch.shape[1:3], sizes),
-                settings=self.settings,
-            )
-            out = jax.device_get(out)
+            # A short last batch is filled with blank images: no second compilation.
+            out, sizes = self.network(chunk, canvas, fill_to=batch_size if start > 0 else None)
             for b, image in enumerate(chunk):
                 keep = np.asarray(out["valid"][b], bool)
                 labels = np.asarray(out["classes"][b][keep], np.int64)
-                results.append(
-                    {
-                        "boxes": boxes_to_original(
-                            out["boxes"][b][keep], sizes[b], image.shape[:2]
-                        ),
-                        "scores": np.asarray(out["scores"][b][keep], np.float32),
-                        "labels": labels,
-                        "names": [self.category_names[k] for k in labels],
-                    }
-                )
+                boxes = boxes_to_original(out["boxes"][b][keep], sizes[b], image.shape[:2])
+                found = {
+                    "boxes": boxes,
+                    "scores": np.asarray(out["scores"][b][keep], np.float32),
+                    "labels": labels,
+                    "names": [self.category_names[k] for k in labels],
+                }
+                if "mask_probs" in out:
+                    found["masks"] = masks_to_original(
+                        out["mask_probs"][b][keep], boxes, image.shape[:2], MASK_THRESHOLD
+                    )
+                results.append(found)
         return results
+
+    def network(
+        self,
+        images: Sequence[np.ndarray],
+        canvas: Sequence[int] | None = None,
+        *,
+        fill_to: int | None = None,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One batch through the transform and the jitted network, before the host steps.
+
+        Args:
+          images: ``(H, W, 3)`` arrays, run as one padded batch.
+          canvas: see :meth:`__call__`.
+          fill_to: add blank images up to this batch size (their outputs are returned too).
+
+        Returns:
+          :func:`faster_rcnn_fpn_detections`' outputs as NumPy arrays (boxes in resized-image
+          pixels; ``mask_probs`` for Mask R-CNN), and the ``(B, 2)`` resized image sizes.
+        """
+        batch, sizes = self.preprocess(images, canvas)
+        sizes_in = sizes
+        if fill_to is not None and len(images) < fill_to:
+            blank = fill_to - len(images)
+            batch = np.concatenate([batch, np.zeros((blank, *batch.shape[1:]), np.float32)])
+            sizes_in = np.concatenate([sizes, np.repeat(sizes[:1], blank, axis=0)])
+        out = _detections(
+            self.model,
+            self.variables,
+            jnp.asarray(batch),
+            jnp.asarray(sizes_in),
+            roi_image_size=roi_image_size(batch.shape[1:3], sizes),
+            settings=self.settings,
+        )
+        return jax.device_get(out), sizes
 
 
 def load_detector(
@@ -357,7 +406,8 @@ def load_detector(
     """A :class:`Detector` from a converted checkpoint folder.
 
     Args:
-      path: what ``jaxcv convert torchvision fasterrcnn_resnet50_fpn CKPT.pth OUT_DIR`` wrote.
+      path: what ``jaxcv convert torchvision ARCH CKPT.pth OUT_DIR`` wrote for a detector
+        (``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``, or their ``_v2``).
       category_names: see :class:`Detector`.
       **settings: :class:`DetectorSettings` fields, e.g. ``box_score_thresh=0.5``.
 
@@ -372,7 +422,7 @@ def load_detector(
         raise ValueError(
             f"{path} holds torchvision's {converted.arch} (jaxcv {converted.model_name}), not a "
             "detector; convert one with `jaxcv convert torchvision fasterrcnn_resnet50_fpn "
-            "CHECKPOINT.pth OUT_DIR`"
+            "CHECKPOINT.pth OUT_DIR` (or maskrcnn_resnet50_fpn, or their _v2)"
         )
     return Detector(
         converted.build_model(),

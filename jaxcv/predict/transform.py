@@ -16,12 +16,16 @@ it (``torchvision/models/detection/transform.py``, ``eval`` mode), step by step:
    bottom and right to the batch's largest size rounded up to a multiple of ``size_divisible``
    (32); the network also receives each image's own size (``image_sizes``) for clipping;
 4. after the network, :func:`boxes_to_original`: boxes scaled by ``original / resized`` per
-   axis (float32 ratios, as ``resize_boxes``).
+   axis (float32 ratios, as ``resize_boxes``), and (Mask R-CNN) :func:`masks_to_original`:
+   each ``28 x 28`` mask pasted into an image of the original size at its box, as
+   ``paste_masks_in_image`` (``torchvision/models/detection/roi_heads.py``), then thresholded.
 
 Static shapes: the resize runs on the host, so the jitted network sees only the padded batch
-``(B, H_pad, W_pad, 3)`` and the ``(B, 2)`` sizes; :func:`batch_images` can also pad to a fixed
-``canvas`` so that every batch has one shape (one compilation), at the cost of parity near the
-images' bottom and right borders (see :mod:`jaxcv.predict.detector`).
+``(B, H_pad, W_pad, 3)`` and the ``(B, 2)`` sizes, and returns fixed-size ``28 x 28`` masks;
+their paste into each original image (whose size varies) runs on the host too;
+:func:`batch_images` can also pad to a fixed ``canvas`` so that every batch has one shape (one
+compilation), at the cost of parity near the images' bottom and right borders (see
+:mod:`jaxcv.predict.detector`).
 
 :func:`read_image` decodes image files for the CLI with one-line errors.
 """
@@ -40,6 +44,7 @@ __all__ = [
     "batch_images",
     "boxes_to_original",
     "check_image",
+    "masks_to_original",
     "normalize",
     "read_image",
     "resize_bilinear",
@@ -225,6 +230,60 @@ def boxes_to_original(
     )
     scale = np.array([ratio_w, ratio_h, ratio_w, ratio_h], np.float32)
     return np.asarray(boxes, np.float32) * scale
+
+
+def masks_to_original(
+    mask_probs: np.ndarray,
+    boxes: np.ndarray,
+    original: Sequence[int],
+    threshold: float = 0.5,
+    padding: int = 1,
+) -> np.ndarray:
+    """torchvision's ``paste_masks_in_image`` then ``> threshold``, in NumPy on the host.
+
+    Per mask, as torchvision: zero-pad the ``S x S`` mask by ``padding`` pixels, grow its box
+    about its centre by ``(S + 2 * padding) / S`` (float32, as ``expand_boxes``), truncate the
+    corners to integers, resize the padded mask to the box's ``(y2 - y1 + 1, x2 - x1 + 1)``
+    pixels (:func:`resize_bilinear`, torch's bilinear resize) and write the part inside the
+    image at the box. :func:`jaxcv.ops.masks.paste_masks_in_image` is the same on device
+    for one static image size; here every original size is served without a compilation.
+
+    Args:
+      mask_probs: ``(n, S, S)`` float mask probabilities (each detection's label channel).
+      boxes: ``(n, 4)`` float32 ``xyxy`` in original pixels (:func:`boxes_to_original`).
+      original: ``(H, W)`` of the original image.
+      threshold: a pixel is in the mask when its pasted probability exceeds it.
+      padding: torchvision's padding (1).
+
+    Returns:
+      ``(n, H, W)`` bool masks.
+    """
+    probs = np.asarray(mask_probs, np.float32)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if probs.ndim != 3 or probs.shape[1] != probs.shape[2] or len(probs) != len(boxes):
+        raise ValueError(
+            f"mask_probs must be (n, S, S) and boxes (n, 4); got {probs.shape}, {boxes.shape}"
+        )
+    height, width = (int(s) for s in original)
+    side = probs.shape[-1]
+    padded = np.pad(probs, ((0, 0), (padding, padding), (padding, padding)))
+    scale = np.float32((side + 2 * padding) / side)
+    half_w = (boxes[:, 2] - boxes[:, 0]) * np.float32(0.5) * scale
+    half_h = (boxes[:, 3] - boxes[:, 1]) * np.float32(0.5) * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * np.float32(0.5)
+    y_c = (boxes[:, 3] + boxes[:, 1]) * np.float32(0.5)
+    corners = np.stack([x_c - half_w, y_c - half_h, x_c + half_w, y_c + half_h], 1)
+    corners = corners.astype(np.int64)  # truncation toward zero, as torch's .to(int64)
+    out = np.zeros((len(probs), height, width), bool)
+    for i, (bx1, by1, bx2, by2) in enumerate(corners.tolist()):
+        x0, x1 = max(bx1, 0), min(bx2 + 1, width)
+        y0, y1 = max(by1, 0), min(by2 + 1, height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        size = (max(by2 - by1 + 1, 1), max(bx2 - bx1 + 1, 1))
+        resized = resize_bilinear(padded[i][:, :, None], size)[:, :, 0]
+        out[i, y0:y1, x0:x1] = resized[y0 - by1 : y1 - by1, x0 - bx1 : x1 - bx1] > threshold
+    return out
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -13,7 +13,7 @@ def test_models_registry_names():
     classifiers |= {"resnet18", "resnet34", "resnet50", "small_classifier"}
     others = {"autoencoder", "encoder_classifier", "vae", "fcn", "fcn32s", "fcn16s", "fcn8s"}
     others.add("fcn_resnet50")
-    others |= {"resnet_fpn", "faster_rcnn_fpn"}
+    others |= {"resnet_fpn", "faster_rcnn_fpn", "mask_rcnn_fpn"}
     others |= {
         "deconvnet",
         "patch_cnn",
