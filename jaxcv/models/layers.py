@@ -2,7 +2,11 @@
 
 Layout: activations are NHWC, conv kernels HWIO, dense kernels ``(in, out)``. Every layer takes
 ``dtype`` (the compute dtype, e.g. ``jnp.bfloat16`` for mixed precision) and ``param_dtype``
-(always float32 by default), so parameters and optimizer state stay float32.
+(always float32 by default), so parameters and optimizer state stay float32. A config's
+``model.dtype`` may be ``"auto"`` (:func:`canonical_dtype`, :func:`auto_dtype`): bfloat16
+compute on GPU and TPU, whose matmul units run bfloat16 at several times the float32 rate, and
+float32 on CPU, so the same config trains in mixed precision on an accelerator and gives the
+float32 results on CPU.
 
 torchvision equivalence:
 
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -212,8 +217,23 @@ def adaptive_avg_pool(x: jnp.ndarray, output_size: Sequence[int]) -> jnp.ndarray
     return jnp.einsum("oh,bhwc,pw->bopc", rows, x, cols)
 
 
+#: The compute dtype ``"auto"`` gives per jax platform (:func:`auto_dtype`); others: float32.
+AUTO_DTYPES = {"gpu": jnp.bfloat16, "cuda": jnp.bfloat16, "rocm": jnp.bfloat16, "tpu": jnp.bfloat16}
+
+
+def auto_dtype(platform: str | None = None) -> jnp.dtype:
+    """The compute dtype of ``"auto"`` on ``platform`` (default: jax's default backend):
+    bfloat16 on GPU/TPU (fast bfloat16 matmuls; parameters stay float32), else float32."""
+    platform = platform or jax.default_backend()
+    return jnp.dtype(AUTO_DTYPES.get(platform.lower(), jnp.float32))
+
+
 def canonical_dtype(dtype: Any) -> jnp.dtype:
-    """Turn ``"float32"``, ``"bfloat16"``, ``jnp.bfloat16``... into a floating ``jnp.dtype``."""
+    """Turn ``"float32"``, ``"bfloat16"``, ``jnp.bfloat16``... into a floating ``jnp.dtype``;
+    ``"auto"`` is :func:`auto_dtype` of the default backend (bfloat16 on GPU/TPU, float32 on
+    CPU)."""
+    if isinstance(dtype, str) and dtype == "auto":
+        return auto_dtype()
     try:
         result = jnp.dtype(dtype)
     except TypeError as err:

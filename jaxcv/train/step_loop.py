@@ -7,6 +7,9 @@ non-finite losses and throughput are handled in one place:
 
 * the step runs asynchronously: its metrics stay on device until :meth:`MetricsWindow.flush`
   fetches all pending ones in one host sync;
+* the input runs ahead of the steps (:class:`DevicePrefetch`): right after a step is dispatched
+  the next batches are read and copied to the devices while it runs, so two batches are in
+  flight and a step never waits for its batch's host-to-device copy;
 * a flush stops on the first non-finite loss with :class:`jaxcv.errors.NonFiniteLossError`
   naming its step (unless the step skips such updates, ``on_nonfinite="skip"`` of
   :func:`jaxcv.train.step.make_train_step`, which the window counts);
@@ -17,6 +20,7 @@ non-finite losses and throughput are handled in one place:
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +29,7 @@ import numpy as np
 
 from jaxcv.errors import NonFiniteLossError
 
-__all__ = ["MetricsWindow", "StepRunner", "nonfinite_location"]
+__all__ = ["DevicePrefetch", "MetricsWindow", "StepRunner", "nonfinite_location"]
 
 Metrics = dict[str, Any]
 
@@ -157,9 +161,56 @@ class MetricsWindow:
         return self.cpu_s / self.timed_steps if self.timed_steps else float("nan")
 
 
+class DevicePrefetch:
+    """Host batches placed on the devices ahead of use: :meth:`fill` reads and places batches
+    until ``size`` wait on the devices (``put`` starts an asynchronous copy), ``next()`` hands
+    over the oldest.
+
+    A batch that fails to read (a corrupt record) raises when its turn comes, not while the
+    batches before it are still to be used; the end of ``batches`` ends the iteration.
+
+    Args:
+      batches: host batches ``{key: (B, ...)}``.
+      put: host batch -> device batch (:meth:`jaxcv.train.Parallel.put_batch`).
+      size: batches kept on the devices ahead of the one in use (2: two in flight).
+    """
+
+    def __init__(self, batches: Iterator[Any], put: Callable[[Any], Any], size: int = 2):
+        if size < 1:
+            raise ValueError(f"prefetch size must be >= 1; got {size}")
+        self._batches, self._put, self._size = batches, put, size
+        self._queue: collections.deque = collections.deque()
+        self._ended = False
+
+    def fill(self) -> None:
+        """Read and place batches until ``size`` are waiting (or the input ended or failed)."""
+        while not self._ended and len(self._queue) < self._size:
+            try:
+                self._queue.append((self._put(next(self._batches)), None))
+            except StopIteration:
+                self._ended = True
+            except Exception as error:  # raised in its turn, by __next__
+                self._queue.append((None, error))
+                self._ended = True
+
+    def __iter__(self) -> DevicePrefetch:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._queue:
+            self.fill()
+        if not self._queue:
+            raise StopIteration
+        batch, error = self._queue.popleft()
+        if error is not None:
+            raise error
+        return batch
+
+
 class StepRunner:
-    """Dispatches train steps: the next batch to the devices, the compiled step, its metrics
-    into ``window``; the first step is synced on its own for :attr:`compile_s`.
+    """Dispatches train steps: the compiled step on the next device batch, its metrics into
+    ``window``, then the following batches to the devices (:class:`DevicePrefetch`, ``prefetch``
+    ahead) while the step runs; the first step is synced on its own for :attr:`compile_s`.
 
     Args:
       step_fn: the compiled ``(state, batch) -> (state, metrics)``
@@ -169,6 +220,7 @@ class StepRunner:
       window: the :class:`MetricsWindow` that keeps the metrics.
       first_step: the number of the first step run (1, or the resumed step + 1).
       profiler: an optional :class:`jaxcv.train.profiling.StepProfiler`.
+      prefetch: batches placed on the devices ahead of the step that uses them.
     """
 
     def __init__(
@@ -180,8 +232,10 @@ class StepRunner:
         *,
         first_step: int = 1,
         profiler: Any = None,
+        prefetch: int = 2,
     ):
-        self._step_fn, self._parallel, self._batches = step_fn, parallel, batches
+        self._step_fn = step_fn
+        self._batches = DevicePrefetch(batches, parallel.put_batch, prefetch)
         self._window, self._first_step, self._profiler = window, first_step, profiler
         self.compile_s = 0.0  # wall seconds of the first step, once it ran
 
@@ -189,7 +243,8 @@ class StepRunner:
         """Run step ``step`` from ``state``; returns the new state (still on device)."""
         if self._profiler is not None:
             self._profiler.before(step, state)
-        state, metrics = self._step_fn(state, self._parallel.put_batch(next(self._batches)))
+        state, metrics = self._step_fn(state, next(self._batches))
+        self._batches.fill()  # the next batches go to the devices while this step runs
         if self._profiler is not None:
             self._profiler.after(step, (state, metrics))
         self._window.add(metrics)

@@ -8,6 +8,7 @@ import pytest
 
 from jaxcv.models.layers import (
     adaptive_avg_pool,
+    auto_dtype,
     batch_norm,
     canonical_dtype,
     check_images,
@@ -149,3 +150,10 @@ def test_canonical_dtype():
         canonical_dtype("int32")
     with pytest.raises(ValueError, match="not a dtype"):
         canonical_dtype("fp-nine")
+
+
+def test_auto_dtype_is_bfloat16_on_accelerators_and_float32_on_cpu():
+    assert auto_dtype("gpu") == auto_dtype("tpu") == jnp.bfloat16
+    assert auto_dtype("cpu") == jnp.float32
+    assert canonical_dtype("auto") == auto_dtype(jax.default_backend())
+    assert canonical_dtype("auto") == jnp.float32  # the suite runs on CPU: results unchanged

@@ -9,7 +9,7 @@ from jaxcv.errors import NonFiniteLossError
 from jaxcv.models.autoencoder import Autoencoder
 from jaxcv.studies.engine import fit
 from jaxcv.tasks.autoencoder import AutoencoderTask
-from jaxcv.train.step_loop import MetricsWindow, StepRunner, nonfinite_location
+from jaxcv.train.step_loop import DevicePrefetch, MetricsWindow, StepRunner, nonfinite_location
 
 
 def _window(**kwargs):
@@ -79,6 +79,47 @@ def test_runner_syncs_the_first_step_alone():
     assert state == 3 and runner.compile_s > 0
     assert [s for s, _ in logged] == [1]  # only the first step was flushed
     assert window.flush(3)["loss"] == 1.5  # batches 1 and 2
+
+
+def test_runner_places_two_batches_ahead_while_a_step_runs():
+    window, _ = _window()
+    placed, ran = [], []
+
+    class Par:
+        def put_batch(self, batch):
+            placed.append(batch["x"])
+            return batch
+
+    def step_fn(state, batch):
+        ran.append((batch["x"], list(placed)))
+        return state + 1, {"loss": 0.0}
+
+    runner = StepRunner(step_fn, Par(), iter({"x": i} for i in range(4)), window)
+    for step in range(1, 4):
+        runner.run(step - 1, step)
+    # A step is called with its batch and the next one already placed; the one after is placed
+    # right after the call, while the step runs (two batches in flight).
+    assert ran == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2, 3])]
+    assert placed == [0, 1, 2, 3]  # the input ended: nothing more to place
+
+
+def test_prefetch_raises_a_failed_read_in_its_turn_and_ends_with_the_input():
+    def batches():
+        yield 0
+        yield 1
+        raise OSError("corrupt record")
+
+    feed = DevicePrefetch(batches(), lambda b: b * 10, size=2)
+    feed.fill()
+    feed.fill()
+    assert next(feed) == 0 and next(feed) == 10
+    with pytest.raises(OSError, match="corrupt record"):
+        next(feed)
+    with pytest.raises(StopIteration):
+        next(feed)
+    assert list(DevicePrefetch(iter([1, 2, 3]), lambda b: b, size=1)) == [1, 2, 3]
+    with pytest.raises(ValueError, match="prefetch size"):
+        DevicePrefetch(iter([]), lambda b: b, size=0)
 
 
 def test_fit_stops_with_the_loop_error_on_a_nonfinite_loss():
