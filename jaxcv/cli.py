@@ -226,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tv.add_argument("checkpoint", type=Path, help="the .pth file (needs jaxcv[convert])")
     tv.add_argument("out_dir", type=Path, help="where to write the checkpoint and its JSON")
+    tv.add_argument(
+        "--frozen-bn-eps",
+        type=float,
+        default=None,
+        help="eps of the ResNet body's FrozenBatchNorm in a v1 FPN detector (default: 0 for "
+        "fasterrcnn/maskrcnn_resnet50_fpn, as torchvision runs their COCO_V1 weights; 1e-5, "
+        "torchvision's default, for a detector you trained)",
+    )
 
     p = sub.add_parser("demo", help="train and evaluate the demo experiments on built-in data")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
@@ -471,11 +479,20 @@ def _jaxcv_executable() -> str:
         return str(script)
 
 
+#: torchvision's builders run these detectors' published COCO_V1 weights with FrozenBatchNorm
+#: eps 0 (``overwrite_eps``), the default of ``jaxcv convert`` for them.
+COCO_V1_ZERO_EPS = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn")
+
+
 def _cmd_convert(args) -> int:
     from jaxcv.models import convert
+    from jaxcv.models.layers import TORCH_BN_EPSILON
 
+    eps = args.frozen_bn_eps
+    if eps is None:
+        eps = 0.0 if args.arch in COCO_V1_ZERO_EPS else TORCH_BN_EPSILON
     try:
-        converted = convert.convert_checkpoint(args.arch, args.checkpoint)
+        converted = convert.convert_checkpoint(args.arch, args.checkpoint, frozen_bn_eps=eps)
         info = convert.save_converted(converted, args.out_dir, source=args.checkpoint)
     except (ImportError, NotImplementedError, FileExistsError) as e:
         print(f"jaxcv: error: {e}", file=sys.stderr)
@@ -484,6 +501,8 @@ def _cmd_convert(args) -> int:
     fields = ", ".join(f"{k}={v!r}" for k, v in converted.model_fields.items())
     print(f"{args.arch}: {count:,} parameters -> jaxcv {converted.model_name}({fields})")
     print(f"Wrote {args.out_dir / convert.VARIABLES_DIR} and {info}")
+    if args.arch in COCO_V1_ZERO_EPS:
+        print(f"FrozenBatchNorm eps {eps:g} (--frozen-bn-eps; torchvision's COCO_V1 weights: 0)")
     if converted.model_name in ("faster_rcnn_fpn", "mask_rcnn_fpn"):
         print(f"Detect objects with it: jaxcv predict --weights {args.out_dir} IMAGE [IMAGE ...]")
     else:

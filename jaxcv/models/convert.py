@@ -41,9 +41,13 @@ The mapping is written from the state-dict *keys* of each architecture, not from
 * BatchNorm ``weight, bias`` -> ``params`` ``scale, bias``; ``running_mean, running_var`` ->
   ``batch_stats`` ``mean, var``; ``num_batches_tracked`` is dropped. ``FrozenBatchNorm2d``
   (torchvision's pre-trained v1 detectors) has the same four tensors and the same default
-  ``eps`` 1e-5. (torchvision's own ``fasterrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn``
-  builders set that ``eps`` to 0 after loading their ``COCO_V1`` weights, ``overwrite_eps``;
-  a state dict does not record ``eps``, and jaxcv keeps 1e-5.)
+  ``eps`` 1e-5. torchvision's own ``fasterrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn``
+  builders set that ``eps`` to 0 after loading their ``COCO_V1`` weights (``overwrite_eps``);
+  a state dict does not record ``eps``, so ``frozen_bn_eps`` says which one the checkpoint
+  was made with: the FrozenBatchNorm scales of the ResNet body are rescaled by
+  ``sqrt(var + 1e-5) / sqrt(var + frozen_bn_eps)``, which makes jaxcv's ``eps`` 1e-5 compute
+  the other ``eps``'s output (``jaxcv convert`` uses 0 for those two detectors, as their
+  published weights are run by torchvision, and 1e-5 for every other arch).
 * FPN checkpoints saved before torchvision's ``FeaturePyramidNetwork`` version 2 (such as the
   original COCO detector weights) name the convs ``fpn.inner_blocks.{i}.weight``; they are read
   as ``fpn.inner_blocks.{i}.0.weight``, as torchvision's ``_load_from_state_dict`` does.
@@ -78,6 +82,7 @@ from jaxcv.models import build_model
 from jaxcv.models.backbones.resnet import RESNET_SPECS
 from jaxcv.models.backbones.vgg import VGG11_STAGES, VGG16_STAGES
 from jaxcv.models.faster_rcnn_fpn import TORCHVISION_V2
+from jaxcv.models.layers import TORCH_BN_EPSILON
 
 __all__ = [
     "ARCHS",
@@ -464,13 +469,17 @@ def _listing(title: str, items: list[str], limit: int = 40) -> str:
     return f"{title} ({len(items)}): " + ", ".join(shown)
 
 
-def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
+def convert_state_dict(
+    arch: str, state_dict: Mapping[str, Any], *, frozen_bn_eps: float = TORCH_BN_EPSILON
+) -> Converted:
     """Convert torchvision ``arch``'s ``state_dict`` (NumPy or array-like values) to jaxcv.
 
     Args:
       arch: a key of :data:`ARCHS`, e.g. ``"vgg16_bn"``.
       state_dict: ``{torch key: array}`` exactly as ``model.state_dict()`` names them (for
         :data:`FPN_ARCHS`, the backbone's or a whole detector's).
+      frozen_bn_eps: the ``eps`` of the ResNet body's FrozenBatchNorm the checkpoint runs with
+        (v1 FPN backbones and detectors only; 0 for torchvision's ``COCO_V1`` detectors).
 
     Returns:
       A :class:`Converted` with float32 variables shaped as the jaxcv model's ``init``.
@@ -491,9 +500,12 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
     variables: dict[str, dict] = {}
     expected_keys: dict[str, tuple[str, ...]] = {}
     bn_prefixes = set()
+    frozen_bns = []  # jaxcv paths of the ResNet body's (Frozen)BatchNorms
     for kind, prefix, path in _rules(arch, fields):
         if kind == "bn":
             bn_prefixes.add(prefix)
+            if prefix.startswith(("body.", "backbone.body.")):
+                frozen_bns.append(path)
         for suffix, collection, leaf, transform in _LEAVES[kind]:
             key = f"{prefix}.{suffix}"
             expected_keys[key] = (collection, *path, leaf)
@@ -536,7 +548,30 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any]) -> Converted:
         if unmapped:  # a jaxcv variable no torch key maps to: a bug in the rules above
             parts.append(_listing("jaxcv variables without a torch key", unmapped))
         raise ConversionError("; ".join(parts))
+    if frozen_bn_eps != TORCH_BN_EPSILON:
+        _set_frozen_bn_eps(arch, fields, variables, frozen_bns, frozen_bn_eps)
     return Converted(arch, model_name, fields, variables)
+
+
+def _set_frozen_bn_eps(arch, fields, variables, paths, eps: float) -> None:
+    """Rescale the FrozenBatchNorm ``scale`` at each of ``paths`` so that jaxcv's ``eps``
+    (1e-5) computes ``(x - mean) / sqrt(var + eps) * scale + bias`` (see the module docstring)."""
+    if arch not in (*FPN_ARCHS, *DETECTOR_ARCHS) or not fields.get("frozen_batch_norm", True):
+        raise ValueError(
+            f"frozen_bn_eps applies to the FrozenBatchNorm of the v1 FPN backbones and "
+            f"detectors; {arch!r} has none"
+        )
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"frozen_bn_eps must be a finite number >= 0; got {eps!r}")
+    for path in paths:
+        var = variables["batch_stats"]
+        params = variables["params"]
+        for part in path:
+            var, params = var[part], params[part]
+        ratio = np.sqrt(var["var"].astype(np.float64) + TORCH_BN_EPSILON) / np.sqrt(
+            var["var"].astype(np.float64) + eps
+        )
+        params["scale"] = (params["scale"] * ratio).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- file I/O
@@ -576,10 +611,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def convert_checkpoint(arch: str, path: str | os.PathLike) -> Converted:
+def convert_checkpoint(
+    arch: str, path: str | os.PathLike, *, frozen_bn_eps: float = TORCH_BN_EPSILON
+) -> Converted:
     """:func:`read_state_dict` then :func:`convert_state_dict`."""
     _check_arch(arch)
-    return convert_state_dict(arch, read_state_dict(path))
+    return convert_state_dict(arch, read_state_dict(path), frozen_bn_eps=frozen_bn_eps)
 
 
 def save_converted(

@@ -233,6 +233,37 @@ def test_detector_backbone_converts_to_the_fpn_backbone(builder, arch, size, tmp
         assert relative_error(actual[name], value) < 1e-4, name
 
 
+def test_frozen_bn_eps_reproduces_torchvisions_coco_v1_eps(tmp_path):
+    """torchvision runs its COCO_V1 detectors with FrozenBatchNorm eps 0 (overwrite_eps):
+    converted with frozen_bn_eps=0 the FPN levels match it; with the default 1e-5 they do
+    not (the running variances are made small, so eps matters); v2 has no FrozenBatchNorm."""
+    tdet = _torch_detector("fasterrcnn_resnet50_fpn")
+    with torch.no_grad():
+        for module in tdet.backbone.body.modules():
+            if hasattr(module, "running_var"):
+                module.running_var.mul_(1e-4)  # the same outputs at eps 0: weight / 100
+                module.weight.mul_(1e-2)
+                module.eps = 0.0
+    x = torch.randn(1, 3, 64, 80, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = nchw_to_nhwc(tdet.backbone(x)["0"])
+    state = tdet.backbone.state_dict()
+
+    def level0(**kwargs):
+        converted = convert.convert_state_dict("resnet50_fpn", state, **kwargs)
+        out = converted.build_model().apply(converted.variables, jnp.asarray(nchw_to_nhwc(x)))
+        return out["0"]
+
+    assert relative_error(level0(frozen_bn_eps=0.0), expected) < 1e-4
+    assert relative_error(level0(), expected) > 1e-2
+    with pytest.raises(ValueError, match="resnet50_fpn_v2' has none"):
+        convert.convert_state_dict(
+            "resnet50_fpn_v2",
+            _torch_detector("fasterrcnn_resnet50_fpn_v2").backbone.state_dict(),
+            frozen_bn_eps=0.0,
+        )
+
+
 def test_fpn_backbone_keys_old_names_and_errors():
     tdet = _torch_detector("fasterrcnn_resnet50_fpn")
     full = {k: v.numpy() for k, v in tdet.state_dict().items()}
