@@ -8,6 +8,8 @@ Hardware:  a GPU or TPU (about 30 minutes on one modern GPU); on 2 CPU cores a s
 Expected:  test accuracy about 0.95 (the usual ResNet-18 CIFAR-10 recipe: SGD momentum 0.9,
            nesterov, lr 0.1 with warmup and cosine decay, weight decay 5e-4, random crop + flip,
            label smoothing 0.1, about 120 epochs).
+Precision: ``model.dtype="auto"`` (jaxcv/models/layers.py): bfloat16 compute on a GPU or TPU,
+           float32 on CPU; ``--set model.dtype=float32`` for float32 everywhere.
 """
 
 import ml_collections
@@ -22,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     bases.select_on(config, "train[45000:]")
     config.data.train_split = "train[:45000]"
     config.model = ml_collections.ConfigDict(
-        {"name": "resnet18", "num_classes": None, "stem": "cifar", "dtype": "float32"}
+        {"name": "resnet18", "num_classes": None, "stem": "cifar", "dtype": "auto"}
     )
     config.optimizer = bases.sgd(0.1, nesterov=True, weight_decay=5e-4, warmup_steps=1000)
     config.train.update(

@@ -18,8 +18,10 @@ from jaxcv.tasks import (
     classification,
     fast_rcnn,
     faster_rcnn,
+    faster_rcnn_fpn,
     localization,
     mask_rcnn,
+    mask_rcnn_fpn,
     rcnn,
     segmentation,
     vae,
@@ -42,6 +44,19 @@ def _detector(name: str, build) -> Recipe:
         metric="mAP50",
         summary=("mAP50", "AP", "loss"),
         figures=(figures.drawn_detections,),
+        optional_keys=(types.IGNORE,),
+    )
+
+
+def _instance_segmenter(name: str, build) -> Recipe:
+    """A detector with instance masks scored by mask AP50 (``tasks/mask_rcnn.py``)."""
+    return Recipe(
+        name=name,
+        build=build,
+        batch_keys=(*_DETECTION_KEYS, types.MASKS),
+        metric="mask_AP50",
+        summary=("mAP50", "mask_AP50", "loss"),
+        figures=(figures.drawn_detections, figures.instance_masks),
         optional_keys=(types.IGNORE,),
     )
 
@@ -97,15 +112,9 @@ RECIPES: dict[str, Recipe] = {
             figures=(figures.drawn_detections, figures.confusion_and_samples),
         ),
         _detector("faster_rcnn", faster_rcnn.task_from_config),
-        Recipe(
-            name="mask_rcnn",
-            build=mask_rcnn.task_from_config,
-            batch_keys=(*_DETECTION_KEYS, types.MASKS),
-            metric="mask_AP50",
-            summary=("mAP50", "mask_AP50", "loss"),
-            figures=(figures.drawn_detections, figures.instance_masks),
-            optional_keys=(types.IGNORE,),
-        ),
+        _detector("faster_rcnn_fpn", faster_rcnn_fpn.task_from_config),
+        _instance_segmenter("mask_rcnn", mask_rcnn.task_from_config),
+        _instance_segmenter("mask_rcnn_fpn", mask_rcnn_fpn.task_from_config),
         # R-CNN and Fast R-CNN also get ``proposals``: the pipeline joins the table of their
         # config's ``proposals`` section.
         _detector("rcnn", rcnn.task_from_config),

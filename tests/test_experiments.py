@@ -47,13 +47,16 @@ def _release_compiled_runs():
 # VGG-16 detectors at VOC size take ~11 GB and minutes per smoke run on 2 CPU cores: run them
 # with JAXCV_SLOW_TESTS=1 (they passed so when added). voc2012_fcn8s (VGG-16, 134M parameters)
 # has a fast, narrowed smoke run in tests/data/test_voc_segmentation.py, coco_mask_rcnn
-# (ResNet-50 at 768x1024) in tests/data/test_coco_panoptic.py.
+# (ResNet-50 at 768x1024) in tests/data/test_coco_panoptic.py, the COCO R50-FPN 1x configs
+# (ResNet-50 + FPN at 800x1088) in tests/test_faster_rcnn_fpn_train.py.
 SLOW_SMOKE = {
     "voc07_rcnn_vgg16",
     "voc07_fast_rcnn_vgg16",
     "voc07_faster_rcnn_vgg16",
     "voc2012_fcn8s",
     "coco_mask_rcnn",
+    "coco_faster_rcnn_r50_fpn_1x",
+    "coco_mask_rcnn_r50_fpn_1x",
 }
 SLOW_ENV = "JAXCV_SLOW_TESTS"
 
@@ -123,7 +126,9 @@ FIGURE = {
     "segmentation": "figures/",
     "localization": None,
     "faster_rcnn": "figures/sample_detections.png",
+    "faster_rcnn_fpn": "figures/sample_detections.png",
     "mask_rcnn": "figures/sample_instance_masks.png",
+    "mask_rcnn_fpn": "figures/sample_instance_masks.png",
     "rcnn": None,
     "fast_rcnn": None,
 }
@@ -169,6 +174,11 @@ EXTRA_SMOKE = {
     # device: its 134M parameters and optimizer state replicated over the suite's 8 forced CPU
     # devices took > 8.7 GB (OOM-killed on a 23 GB machine).
     "voc2012_fcn8s": ["data.image_size=(128, 128)", "train.parallel='none'"],
+    # ResNet-50 + FPN at 800x1088 in batches of 8 is tens of GB of activations on CPU.
+    **{
+        name: ["data.image_size=(256, 352)", "train.parallel='none'"]
+        for name in ("coco_faster_rcnn_r50_fpn_1x", "coco_mask_rcnn_r50_fpn_1x")
+    },
 }
 
 

@@ -15,6 +15,13 @@ all-background RPN and RoI loss.
 Inference: :func:`jaxcv.tasks.detection.postprocess_detections` (torchvision's
 ``postprocess_detections``) on the test proposals. When the batch has ``original_size (B, 2)``
 (the pipeline resized the images), boxes are scaled back to it.
+
+What depends on the feature layout is three methods: the anchors of each RPN output level
+(:meth:`FasterRCNNTask.rpn_anchors`), the proposal layer (:meth:`~FasterRCNNTask.propose`) and the
+call of the box head (:meth:`~FasterRCNNTask.box_head`). The RPN may return one array (one
+stride-16 map, here) or one per level; the RPN loss labels and samples the anchors of all levels
+together (torchvision's ``RegionProposalNetwork``). :mod:`jaxcv.tasks.faster_rcnn_fpn` overrides
+the three for a feature pyramid.
 """
 
 from __future__ import annotations
@@ -40,6 +47,17 @@ from jaxcv.tasks.rcnn_targets import (
 from jaxcv.tasks.settings import replace_settings, settings_from_config
 
 Array = jax.Array
+
+
+def _levels(x: Any) -> list[Array]:
+    """The RPN's per-level outputs as a list (a single-map RPN returns one array)."""
+    return list(x) if isinstance(x, list | tuple) else [x]
+
+
+def _concat(levels: list[Array], axis: int = 1) -> Array:
+    """Per-level ``(B, N_l, ...)`` outputs (``axis=1``) or ``(N_l, 4)`` anchors (``axis=0``)
+    joined along ``N``, in level order."""
+    return levels[0] if len(levels) == 1 else jnp.concatenate(levels, axis=axis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +140,47 @@ class FasterRCNNTask:
             self.model.aspect_ratios,
         )
 
+    # -- what differs between a single feature map and a pyramid (FasterRCNNFPNTask) -----------
+
+    def rpn_anchors(self, features: Any, image_size: Sequence[int]) -> list[Array]:
+        """One ``(N_l, 4)`` anchor grid per RPN output level, in the order of the RPN's outputs
+        (here one level: :meth:`anchors` over the stride-16 map)."""
+        del image_size
+        return [jnp.asarray(self.anchors(features.shape[1:3]))]
+
+    def propose(
+        self,
+        objectness: list[Array],
+        deltas: list[Array],
+        anchors: list[Array],
+        image_size: Sequence[int],
+        *,
+        train: bool,
+    ) -> tuple[Array, Array]:
+        """Proposals ``(B, P, 4)`` and their ``valid (B, P)`` from the RPN outputs of every level
+        (:func:`~jaxcv.tasks.proposal_layer.generate_proposals` over all anchors at once, the
+        ``rpn_*_top_n_*`` counts per image), under ``stop_gradient``."""
+        s = self.settings
+        boxes, _, valid = generate_proposals(
+            _concat(objectness),
+            _concat(deltas),
+            _concat(anchors, axis=0),
+            image_size,
+            pre_nms_top_n=s.rpn_pre_nms_top_n_train if train else s.rpn_pre_nms_top_n_test,
+            post_nms_top_n=s.rpn_post_nms_top_n_train if train else s.rpn_post_nms_top_n_test,
+            nms_threshold=s.rpn_nms_threshold,
+            min_size=s.rpn_min_size,
+        )
+        return boxes, valid
+
+    def box_head(
+        self, variables: dict, features: Any, rois: Array, image_size: Sequence[int]
+    ) -> tuple[Array, Array]:
+        """The model's box head on ``rois (B, R, 4)``: ``class_logits (B, R, K + 1)`` and
+        ``box_deltas (B, R, K + 1, 4)``."""
+        del image_size
+        return self.model.apply(variables, features, rois, method="box_head")
+
     def _rpn(self, variables, images, train):
         if train and len(variables) > 1:
             mutable = [k for k in variables if k != "params"]
@@ -164,10 +223,11 @@ class FasterRCNNTask:
 
     def detector_loss(self, params, model_state, batch, rng, *, train: bool = True):
         """:meth:`loss_fn` and the intermediates a head on the sampled RoIs needs (e.g. a
-        mask head): ``(loss, metrics, new_model_state, aux)`` with ``aux``: ``features
-        (B, h, w, C)``, ``sampled`` (:func:`~jaxcv.tasks.rcnn_targets.sample_rois`'s dict:
-        ``rois``, ``labels``, ``targets``, ``valid``, ``matched``), ``gt_valid (B, M)`` (after
-        sanitising) and ``variables`` (params plus the updated model state).
+        mask head): ``(loss, metrics, new_model_state, aux)`` with ``aux``: ``features``
+        (the model's: ``(B, h, w, C)``, or a dict of pyramid levels), ``sampled``
+        (:func:`~jaxcv.tasks.rcnn_targets.sample_rois`'s dict: ``rois``, ``labels``,
+        ``targets``, ``valid``, ``matched``), ``gt_valid (B, M)`` (after sanitising) and
+        ``variables`` (params plus the updated model state).
         """
         s = self.settings
         images = self._images(batch)
@@ -177,13 +237,15 @@ class FasterRCNNTask:
         )
         variables = {"params": params, **(model_state or {})}
         (features, objectness, rpn_deltas), updates = self._rpn(variables, images, train)
-        anchors = self.anchors(features.shape[1:3])
+        objectness, rpn_deltas = _levels(objectness), _levels(rpn_deltas)
+        anchors = self.rpn_anchors(features, image_size)
+        all_anchors = _concat(anchors, axis=0)
         rpn_key, roi_key = jax.random.split(rng)
         rpn_cls, rpn_box, num_pos = rpn_loss(
             rpn_key,
-            objectness,
-            rpn_deltas,
-            anchors,
+            _concat(objectness),
+            _concat(rpn_deltas),
+            all_anchors,
             gt_boxes,
             gt_valid,
             batch_size_per_image=s.rpn_batch_size_per_image,
@@ -193,17 +255,10 @@ class FasterRCNNTask:
             beta=s.rpn_box_beta,
             usable=None
             if s.rpn_allowed_border is None
-            else inside_image(anchors, image_size, s.rpn_allowed_border),
+            else inside_image(all_anchors, image_size, s.rpn_allowed_border),
         )
-        proposals, _, proposal_valid = generate_proposals(
-            objectness,
-            rpn_deltas,
-            anchors,
-            image_size,
-            pre_nms_top_n=s.rpn_pre_nms_top_n_train if train else s.rpn_pre_nms_top_n_test,
-            post_nms_top_n=s.rpn_post_nms_top_n_train if train else s.rpn_post_nms_top_n_test,
-            nms_threshold=s.rpn_nms_threshold,
-            min_size=s.rpn_min_size,
+        proposals, proposal_valid = self.propose(
+            objectness, rpn_deltas, anchors, image_size, train=train
         )
         sampled = sample_rois(
             roi_key,
@@ -217,9 +272,7 @@ class FasterRCNNTask:
             fg_threshold=s.roi_fg_iou,
             bg_threshold=s.roi_bg_iou,
         )
-        class_logits, box_deltas = self.model.apply(
-            variables, features, sampled["rois"], method="box_head"
-        )
+        class_logits, box_deltas = self.box_head(variables, features, sampled["rois"], image_size)
         roi_cls, roi_box = roi_loss(
             class_logits,
             box_deltas,
@@ -261,7 +314,8 @@ class FasterRCNNTask:
         a mask head).
 
         Returns:
-          ``(outputs, features)``: ``outputs`` as :meth:`predict_fn`; ``features (B, h, w, C)``.
+          ``(outputs, features)``: ``outputs`` as :meth:`predict_fn`; ``features`` as the
+          model's ``rpn`` returns them (``(B, h, w, C)``, or a dict of pyramid levels).
         """
         s = self.settings
         images = self._images(batch)
@@ -269,20 +323,14 @@ class FasterRCNNTask:
         features, objectness, rpn_deltas = self.model.apply(
             variables, images, train=False, method="rpn"
         )
-        anchors = self.anchors(features.shape[1:3])
-        proposals, _, proposal_valid = generate_proposals(
-            objectness,
-            rpn_deltas,
-            anchors,
+        proposals, proposal_valid = self.propose(
+            _levels(objectness),
+            _levels(rpn_deltas),
+            self.rpn_anchors(features, image_size),
             image_size,
-            pre_nms_top_n=s.rpn_pre_nms_top_n_test,
-            post_nms_top_n=s.rpn_post_nms_top_n_test,
-            nms_threshold=s.rpn_nms_threshold,
-            min_size=s.rpn_min_size,
+            train=False,
         )
-        class_logits, box_deltas = self.model.apply(
-            variables, features, proposals, method="box_head"
-        )
+        class_logits, box_deltas = self.box_head(variables, features, proposals, image_size)
         detections = postprocess_detections(
             class_logits,
             box_deltas,

@@ -165,6 +165,15 @@ class MaskRCNNTask(FasterRCNNTask):
             )
         self.mask_rois_per_image = num
 
+    def mask_logits(
+        self, variables: dict, features: Any, rois: Array, image_size: tuple[int, int]
+    ) -> Array:
+        """The model's mask branch on ``rois (B, R, 4)``: ``(B, R, S, S, K)`` logits, channel
+        ``k - 1`` for class ``k`` (:mod:`jaxcv.tasks.mask_rcnn_fpn` drops the FPN model's
+        background channel)."""
+        del image_size
+        return self.model.apply(variables, features, rois, method="mask_head")
+
     def loss_fn(self, params, model_state, batch, rng, *, train: bool = True):
         """Faster R-CNN's joint loss plus ``mask_loss_weight`` times the mask loss.
 
@@ -194,9 +203,8 @@ class MaskRCNNTask(FasterRCNNTask):
             params, model_state, batch, rng, train=train
         )
         t = mask_targets(masks, aux["sampled"], self.mask_rois_per_image, self.model.mask_size)
-        mask_logits = self.model.apply(
-            aux["variables"], aux["features"], t["rois"], method="mask_head"
-        )
+        image_size = tuple(int(v) for v in images.shape[1:3])
+        mask_logits = self.mask_logits(aux["variables"], aux["features"], t["rois"], image_size)
         fg = t["fg"]
         m_loss = mask_loss(mask_logits, t["targets"], t["labels"], fg)
         loss = loss + self.mask_settings.mask_loss_weight * m_loss
@@ -220,7 +228,7 @@ class MaskRCNNTask(FasterRCNNTask):
         images = self._images(batch)
         image_size = tuple(int(s) for s in images.shape[1:3])
         boxes = out["pred_input_boxes"]
-        logits = self.model.apply(variables, features, boxes, method="mask_head")
+        logits = self.mask_logits(variables, features, boxes, image_size)
         channel = jnp.clip(out["pred_classes"] - 1, 0, logits.shape[-1] - 1)
         picked = jnp.take_along_axis(logits, channel[:, :, None, None, None], axis=-1)[..., 0]
         probs = jax.nn.sigmoid(picked)

@@ -12,7 +12,9 @@ Modules are matched by path. A source module ``m`` lands on the model's module
 1. ``m`` itself (``backbone/conv1_1``, ``fc6`` of Faster R-CNN and FCN),
 2. ``m`` without its ``backbone/`` prefix (DeconvNet and the patch CNN keep their convs at
    the top), or
-3. ``P/m`` for exactly one prefix ``P`` (``box_head/fc6`` of R-CNN and Fast R-CNN).
+3. ``P/m`` for exactly one prefix ``P`` (``box_head/fc6`` of R-CNN and Fast R-CNN), or
+4. ``backbone/P/rest`` for ``m = backbone/rest`` and exactly one ``P`` (the ResNet
+   ``backbone/body`` of the FPN detectors, whose ``backbone/fpn`` starts fresh).
 
 A matched variable of the same shape is copied. A source conv bias where the model's conv has
 none (DeconvNet's convs: BatchNorm follows) is folded into that BatchNorm's running mean
@@ -117,7 +119,21 @@ def _target_of(module: Path_, targets: set[Path_]) -> Path_ | None:
     if module[0] == BACKBONE and module[1:] in targets:
         return module[1:]
     prefixed = [t for t in targets if len(t) == len(module) + 1 and t[1:] == module]
-    return prefixed[0] if len(prefixed) == 1 else None
+    if len(prefixed) == 1:
+        return prefixed[0]
+    nested = [t for t in targets if _nested_in_backbone(module, t)]
+    return nested[0] if len(nested) == 1 else None
+
+
+def _nested_in_backbone(module: Path_, target: Path_) -> bool:
+    """Whether ``target`` is ``backbone/P/m`` for the source module ``backbone/m`` (the trunk
+    one level down in the model's backbone: ``backbone/body/...`` of an FPN detector)."""
+    return (
+        module[:1] == (BACKBONE,)
+        and target[:1] == (BACKBONE,)
+        and len(target) == len(module) + 1
+        and target[2:] == module[1:]
+    )
 
 
 def _fitted(source: Any, target: Any) -> Any | None:
@@ -208,10 +224,15 @@ def transfer_trunk(
         raise InitFromError(
             f"{sides}: no module in common ({source_name} has {src} ...; the model has {dst} ...)"
         )
+    # The part of the model's backbone the trunk fills: all of it, or backbone/P when the trunk
+    # lands one level down (an FPN detector's backbone/body; its backbone/fpn starts fresh).
+    roots = {t[:2] for m, t in module_map.items() if _nested_in_backbone(m, t)} or {(BACKBONE,)}
     missing = sorted(
         "/".join(p)
         for p in flat_t
-        if p[1:2] == (BACKBONE,) and p[1:-1] in targets and p not in loaded_leaves
+        if any(p[1 : 1 + len(r)] == r for r in roots)
+        and p[1:-1] in targets
+        and p not in loaded_leaves
     )
     if missing:
         raise InitFromError(

@@ -160,6 +160,28 @@ def test_resnet50_trunk_in_faster_rcnn_gives_torchvisions_layer3(train):
     assert relative_error(actual, expected) < 1e-4
 
 
+def test_resnet_trunk_in_the_fpn_detector_lands_under_backbone_body():
+    """The ImageNet classifier's trunk under ``backbone/body`` of ``faster_rcnn_fpn``: every
+    ResNet variable loaded as it is, the FPN and the heads fresh, ``fc`` left out."""
+    from flax.traverse_util import flatten_dict
+
+    _, source = _converted("resnet18")
+    model = build_model("faster_rcnn_fpn", num_classes=3, depth=18, representation_size=8)
+    target = _fresh(model, jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 4, 4)))
+    variables, transfer = transfer_trunk(target, source)
+    assert transfer.unused == ["fc"]
+    assert transfer.loaded["backbone/body/layer4/block1/conv2"] == "backbone/layer4/block1/conv2"
+    assert "backbone/fpn/inner_block0/conv" in transfer.fresh and "rpn/conv" in transfer.fresh
+    assert not any(m.startswith("backbone/body") for m in transfer.fresh)
+    loaded, src = flatten_dict(variables), flatten_dict(source)
+    for (collection, *path), value in src.items():
+        if path[0] == "backbone":
+            key = (collection, "backbone", "body", *path[1:])
+            np.testing.assert_array_equal(np.asarray(loaded[key]), value)
+    fpn = ("params", "backbone", "fpn", "layer_block0", "conv", "kernel")
+    np.testing.assert_array_equal(loaded[fpn], flatten_dict(target)[fpn])
+
+
 def _classifier_vars(widths, names=None):
     names = names or [f"conv{i + 1}" for i in range(len(widths))]
     backbone, c = {}, 3
