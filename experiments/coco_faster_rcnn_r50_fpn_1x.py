@@ -12,9 +12,10 @@ Hardware:  8 GPUs/TPU cores (batch 16 of 800x1088 images through ResNet-50 + FPN
 
 Fine-tuning a converted COCO detector on another dataset (another number of classes) instead:
 `jaxcv convert torchvision fasterrcnn_resnet50_fpn COCO.pth runs/frcnn_coco`, then
-`--set model.init_from=runs/frcnn_coco --set 'model.init_fresh=["box_predictor"]'` with the
-user's data section: everything is loaded but the class-dependent predictor (``cls_score``,
-``bbox_pred``), which starts fresh (tests/test_faster_rcnn_fpn_train.py).
+`--set model.init_from=runs/frcnn_coco` with the user's data section: everything is loaded but
+the class-dependent predictor (``cls_score``, ``bbox_pred``: K + 1 and 4 (K + 1) outputs, so
+jaxcv.train.init_from sees them as new heads), which starts fresh
+(tests/test_faster_rcnn_fpn_train.py).
 
 Settings as torchvision's ``fasterrcnn_resnet50_fpn`` and detectron2's
 ``faster_rcnn_R_50_FPN_1x``:

@@ -139,10 +139,7 @@ def test_a_converted_coco_detector_fine_tunes_on_other_classes(tmp_path):
     save_converted(converted, tmp_path / "coco_frcnn")
 
     # coco/2017 has 80 classes (81 outputs) where torchvision's COCO detector has 91.
-    overrides = [
-        f"model.init_from='{tmp_path / 'coco_frcnn'}'",
-        "model.init_fresh=['box_predictor']",
-    ]
+    overrides = [f"model.init_from='{tmp_path / 'coco_frcnn'}'"]
     config = experiments.load_config(FASTER, SMALL_INPUT + overrides)
     with tfds.testing.mock_data(num_examples=4, num_sub_examples=3):
         run = build_run(config, tmp_path / "run")
@@ -162,10 +159,11 @@ def test_a_converted_coco_detector_fine_tunes_on_other_classes(tmp_path):
     assert set(loaded) - fresh == set(source) - fresh
     for key in set(loaded) - fresh:
         np.testing.assert_array_equal(np.asarray(loaded[key]), source[key], err_msg="/".join(key))
-    # Without init_fresh the class-dependent predictor is refused, naming it.
+    # The class-dependent predictor is recognised (81 = 80 + background, 4 x 81 outputs);
+    # with another number of classes than the model's it is refused, naming it.
     target = {"params": run.state.params, **run.state.model_state}
     with pytest.raises(InitFromError, match="box_predictor/cls_score"):
-        merge_variables(target, converted.variables, num_classes=80)
+        merge_variables(target, converted.variables, num_classes=70)
 
     state, metrics = jax.jit(make_train_step(run.task))(run.state, batch)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))

@@ -8,9 +8,11 @@
   ``train.best_metric`` when the run recorded one, else its latest.
 
 Variables are matched by path (``params/backbone/conv1/kernel``, ``batch_stats/...``). A module
-whose shapes differ only in the last (output) axis, where the new model has ``num_classes``
-outputs, is a new *head* (e.g. a 1000-class ``fc`` under a 10-class model): it keeps its fresh
-initialisation and a message names it. Every other difference (missing, unexpected or
+whose shapes differ only in the last (output) axis, where the new model has one output per
+class (``num_classes``, or ``num_classes + 1`` with a background class, or 4 per class: a
+box regressor), is a new *head* (e.g. a 1000-class ``fc`` under a 10-class model, or a COCO
+detector's ``box_predictor`` under one for other classes): it keeps its fresh initialisation
+and a message names it. Every other difference (missing, unexpected or
 differently-shaped variables) raises :class:`InitFromError` listing all of them. The optimizer
 state is rebuilt for the new parameters. A run that resumes from its own checkpoints ignores
 ``init_from``.
@@ -125,15 +127,24 @@ def load_variables(path: str | os.PathLike) -> tuple[dict, str]:
     return variables, f"run {ckpt_dir.parent}, step {step} ({why})"
 
 
+def _class_axes(num_classes: int) -> tuple[int, ...]:
+    """The sizes of a class-dependent output axis: one per class, one more with a background
+    class (the detectors' ``cls_score``, the mask predictor), and 4 per class of those (a
+    per-class box regressor, ``bbox_pred``)."""
+    per_class = (num_classes, num_classes + 1)
+    return (*per_class, *(4 * k for k in per_class))
+
+
 def _is_head(target: dict[Path_, Any], source: dict[Path_, Any], num_classes: int | None):
-    """Whether every differing leaf differs only in its last axis, which is ``num_classes``."""
+    """Whether every differing leaf differs only in its last axis, a class axis of the new
+    model (:func:`_class_axes`)."""
     for path, new in target.items():
         old_shape, new_shape = np.shape(source[path]), np.shape(new)
         if old_shape == new_shape:
             continue
         if len(old_shape) != len(new_shape) or old_shape[:-1] != new_shape[:-1]:
             return False
-        if num_classes is not None and new_shape[-1] != num_classes:
+        if num_classes is not None and new_shape[-1] not in _class_axes(num_classes):
             return False
     return True
 
