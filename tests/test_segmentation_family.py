@@ -92,16 +92,26 @@ def test_a_finer_fcn_starts_from_the_coarser_ones_scores(coarse, fine):
     assert not jnp.allclose(merged["params"]["score_fr"]["kernel"], 0.0)
 
 
+def _proposal_cache(cache_dir: str):
+    """Keep the DeconvNet's test-time selective search caches in ``cache_dir`` (a tmp folder)."""
+
+    def configure(config):
+        config.deconvnet.proposals.cache_dir = cache_dir
+
+    return configure
+
+
 @pytest.fixture(scope="module")
 def family_run(builtin_data_dir, tmp_path_factory):
-    config = study_config("segmentation_family", SMOKE, builtin_data_dir, None)
+    configure = _proposal_cache(str(tmp_path_factory.mktemp("proposals")))
+    config = study_config("segmentation_family", SMOKE, builtin_data_dir, configure)
     workdir = tmp_path_factory.mktemp("segmentation_family")
-    return config, workdir, experiments.run(config, workdir)
+    return config, workdir, experiments.run(config, workdir), configure
 
 
 @slow_study
 def test_every_stage_runs_and_the_table_is_written(family_run):
-    _, workdir, results = family_run
+    _, workdir, results, _ = family_run
     saved = json.loads((workdir / "results.json").read_text())
     for key in EXPECTED:
         assert key in saved, key
@@ -121,6 +131,9 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
     ]:
         stage_config = json.loads((workdir / stage / stages.STAGE_CONFIG_FILE).read_text())
         assert stage_config["model"]["init_from"] == start, stage
+    # DeconvNet trains on object crops and segments from the test images' proposals.
+    deconvnet = json.loads((workdir / "deconvnet" / stages.STAGE_CONFIG_FILE).read_text())
+    assert deconvnet["task"] == "proposal_segmentation"
     report = (workdir / "report.md").read_text()
     assert "# segmentation_family" in report and "DeconvNet + FCN-8s ensemble" in report
     assert results["fcn8s/test/mIoU"] == saved["fcn8s/test/mIoU"]
@@ -128,9 +141,11 @@ def test_every_stage_runs_and_the_table_is_written(family_run):
 
 @slow_study
 def test_rerun_reads_finished_stages_and_refuses_another_config(family_run, monkeypatch):
-    config, workdir, results = family_run
+    config, workdir, results, configure = family_run
     assert_rerun_reads_finished_stages(config, workdir, results, EXPECTED, monkeypatch, ())
     changed = [*SMOKE, "fcn8s.train.num_steps=3"]
     assert_refused(
-        study_config("segmentation_family", changed, config.data.data_dir, None), workdir, "fcn8s"
+        study_config("segmentation_family", changed, config.data.data_dir, configure),
+        workdir,
+        "fcn8s",
     )

@@ -10,6 +10,7 @@ A config opts in with a ``proposals`` section, read only by :func:`proposal_tabl
     config.proposals.mode = "fast"          # selective-search mode
     config.proposals.num_train = 2000       # P in training batches
     config.proposals.num_test = 2000        # P in evaluation batches
+                                            # (num_train = 0: none in training batches)
     config.proposals.cache_dir = None       # default: <data_dir>/jaxcv_proposals
 
 Splits are a split name with an optional prefix slice, ``"train"`` or ``"train[:1500]"``
@@ -28,17 +29,22 @@ def proposal_table(config, split: str, *, train: bool) -> ProposalTable | None:
     """The proposals a config's pipeline on ``split`` joins, or None without a
     ``config.proposals`` section (the hook of the train loop and the eval pipeline).
 
-    ``P`` is ``num_train`` or ``num_test`` by ``train``; the cache is ``cache_dir``, else
-    :func:`jaxcv.proposals.cache.default_cache_dir` of ``config.data.data_dir``.
+    ``P`` is ``num_train`` or ``num_test`` by ``train``; a ``P`` of 0 joins none (a task that
+    uses proposals at test time only, :mod:`jaxcv.tasks.proposal_segmentation`). The cache is
+    ``cache_dir``, else :func:`jaxcv.proposals.cache.default_cache_dir` of
+    ``config.data.data_dir``.
     """
     section = config.get("proposals", None)
     if section is None:
+        return None
+    num = int(section.num_train if train else section.num_test)
+    if num == 0:
         return None
     parts = [
         split_proposals(
             config.data.name,
             part,
-            int(section.num_train if train else section.num_test),
+            num,
             mode=section.get("mode", "fast"),
             data_dir=config.data.data_dir,
             cache_dir=section.get("cache_dir", None),

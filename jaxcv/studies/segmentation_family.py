@@ -8,16 +8,19 @@ resumes, a folder started with another config is refused):
 1. ``pretrain``: ``config.pretrain``, a VGG classifier whose trunk and ``fc6``/``fc7`` the
    segmenters share;
 2. ``fcn32s``, ``deconvnet``, ``patch_cnn``: ``config.<stage>`` with ``model.init_from`` the
-   pre-trained run; ``fcn16s`` from the trained ``fcn32s`` and ``fcn8s`` from ``fcn16s``, as the
-   FCN paper trains them: the coarser net's layers are kept, its last upsampling is left out
-   (``model.init_drop``) and the new skip and upsampling layers start fresh
-   (``model.init_fresh``: score layers zero, upsampling bilinear, so the finer net starts from
-   the coarser net's scores). Each selects its checkpoint on ``data.eval_split`` and tests
-   ``data.test_split`` once (:func:`jaxcv.train.loop.train_and_evaluate`);
+   pre-trained run (DeconvNet on object crops and test-time proposals,
+   :mod:`jaxcv.tasks.proposal_segmentation`, when its config's task says so); ``fcn16s`` from
+   the trained ``fcn32s`` and ``fcn8s`` from ``fcn16s``, as the FCN paper trains them: the
+   coarser net's layers are kept, its last upsampling is left out (``model.init_drop``) and
+   the new skip and upsampling layers start fresh (``model.init_fresh``: score layers zero,
+   upsampling bilinear, so the finer net starts from the coarser net's scores). Each selects
+   its checkpoint on ``data.eval_split`` and tests ``data.test_split`` once
+   (:func:`jaxcv.train.loop.train_and_evaluate`);
 3. ``deconvnet_fcn8s_ensemble``: the mean of DeconvNet's and FCN-8s' per-pixel softmax maps
    (the DeconvNet paper's ensemble), on FCN-8s' test split;
 4. ``timing``: inference seconds per test image at batch 1 (median over ``family.timing_images``
-   images after a warm-up call) of each model, and ``patch_cnn_over_fcn8s`` (the ratio).
+   images after a warm-up call) of each model, external proposals given (not timed), and
+   ``patch_cnn_over_fcn8s`` (the ratio).
 
 ``results.json`` keys: ``<model>/test/mIoU``, ``/pixel_accuracy``, ``/mean_accuracy``,
 ``/fwIoU``, ``/class_iou/<k>``, ``<model>/test_split`` (a string in the report only),
@@ -41,6 +44,7 @@ from jaxcv.studies.stages import claim, derived_stage, section_config, train_sta
 from jaxcv.tasks.segmentation import METRIC_KEYS, PRED_KEY
 from jaxcv.train.inference import restore_run
 from jaxcv.train.runtime import make_eval_pipeline
+from jaxcv.types import EXAMPLE_VALID, IMAGE, PROPOSAL_VALID, PROPOSALS
 
 __all__ = ["ENSEMBLE", "MODELS", "run_segmentation_family"]
 
@@ -73,49 +77,60 @@ def _row(stage: str, results: dict[str, float], split: str) -> dict[str, float]:
     return out
 
 
+def _inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The keys of ``batch`` a segmenter's logits read: the image and, for the proposal
+    DeconvNet (``tasks/proposal_segmentation.py``), its proposals."""
+    return {k: v for k, v in batch.items() if k in (IMAGE, PROPOSALS, PROPOSAL_VALID)}
+
+
 def _segment(config, predict, variables, split: str, task) -> dict[str, float]:
-    """``predict(variables, images) -> (B, H, W, K) probabilities`` evaluated on ``split``:
-    ``{"<split>/<metric>": value}`` from ``task``'s evaluator."""
+    """``predict(variables, batch) -> (B, H, W, K) probabilities`` evaluated on ``split`` of
+    ``config``'s eval pipeline: ``{"<split>/<metric>": value}`` from ``task``'s evaluator."""
     evaluator = task.make_evaluator()
     fn = jax.jit(lambda v, x: jnp.argmax(predict(v, x), axis=-1).astype(jnp.int32))
     for batch in make_eval_pipeline(config, split).as_numpy_iterator():
-        evaluator.update(batch, {PRED_KEY: np.asarray(fn(variables, batch["image"]))})
+        evaluator.update(batch, {PRED_KEY: np.asarray(fn(variables, _inputs(batch)))})
     return {f"{split}/{k}": float(v) for k, v in evaluator.result().items()}
 
 
 def _probabilities(task):
-    """``(variables, images) -> (B, H, W, K)`` softmax of ``task``'s dense logits."""
-    return lambda variables, images: jax.nn.softmax(task.dense_logits(variables, images), axis=-1)
+    """``(variables, batch) -> (B, H, W, K)`` softmax of ``task``'s logits."""
+    return lambda variables, batch: jax.nn.softmax(task.batch_logits(variables, batch), axis=-1)
 
 
 def _ensemble(stages, workdir: Path) -> dict[str, float]:
     """The DeconvNet paper's ensemble: the mean of DeconvNet's and FCN-8s' softmax maps, on
-    FCN-8s' test split."""
+    FCN-8s' test split (read through DeconvNet's pipeline, which adds its proposals)."""
+    deconvnet, fcn8s = stages["deconvnet"], stages["fcn8s"]
+    if tuple(deconvnet.data.image_size or ()) != tuple(fcn8s.data.image_size or ()):
+        raise ValueError("the ensemble needs deconvnet and fcn8s at the same data.image_size")
     members = [restore_run(stages[s], workdir / s, which="best") for s in ("deconvnet", "fcn8s")]
     probs = [_probabilities(task) for task, *_ in members]
     variables = [state.variables for _, state, *_ in members]
 
-    def predict(variables, images):
-        return sum(p(v, images) for p, v in zip(probs, variables, strict=True)) / len(probs)
+    def predict(variables, batch):
+        return sum(p(v, batch) for p, v in zip(probs, variables, strict=True)) / len(probs)
 
-    fcn8s = stages["fcn8s"]
-    return _segment(fcn8s, predict, variables, fcn8s.data.test_split, members[1][0])
+    return _segment(deconvnet, predict, variables, fcn8s.data.test_split, members[1][0])
 
 
 def _seconds_per_image(config, task, variables, num_images: int) -> float:
-    """Median wall seconds of one test image (batch 1, jitted argmax map, after a warm-up)."""
-    images = []
+    """Median wall seconds of one test image (batch 1, jitted argmax map, after a warm-up;
+    external proposals are inputs: their selective search is not timed)."""
+    examples = []
     for batch in make_eval_pipeline(config, config.data.test_split).as_numpy_iterator():
-        images += list(batch["image"][np.asarray(batch["example_valid"], bool)])
-        if len(images) > num_images:
+        inputs = _inputs(batch)
+        rows = np.flatnonzero(np.asarray(batch[EXAMPLE_VALID], bool))
+        examples += [{k: v[i : i + 1] for k, v in inputs.items()} for i in rows]
+        if len(examples) > num_images:
             break
     predict = _probabilities(task)
     fn = jax.jit(lambda v, x: jnp.argmax(predict(v, x), axis=-1))
-    jax.block_until_ready(fn(variables, images[0][None]))
+    jax.block_until_ready(fn(variables, examples[0]))
     times = []
-    for image in images[1 : num_images + 1]:
+    for example in examples[1 : num_images + 1]:
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(variables, image[None]))
+        jax.block_until_ready(fn(variables, example))
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 

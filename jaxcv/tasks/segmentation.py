@@ -204,7 +204,7 @@ class SegmentationTask:
           float32 (its softmax probability).
         """
         images = batch_images(batch)
-        logits = self.dense_logits(variables, images)
+        logits = self.batch_logits(variables, batch)
         self._check_logits(logits, images.shape[:3])
         return {
             PRED_KEY: jnp.argmax(logits, axis=-1).astype(jnp.int32),
@@ -214,6 +214,11 @@ class SegmentationTask:
     def dense_logits(self, variables: dict, images: jax.Array) -> jax.Array:
         """``(B, H, W, K)`` float32 logits in inference mode."""
         return self.model.apply(variables, images, train=False).astype(jnp.float32)
+
+    def batch_logits(self, variables: dict, batch: dict[str, Any]) -> jax.Array:
+        """``(B, H, W, K)`` float32 logits of ``batch['image']`` in inference mode (what
+        :meth:`predict_fn` and the studies read; a task may use other keys of ``batch``)."""
+        return self.dense_logits(variables, batch_images(batch))
 
     def make_evaluator(self) -> SegmentationEvaluator:
         """A fresh :class:`SegmentationEvaluator`."""
