@@ -494,7 +494,7 @@ def _cmd_convert(args) -> int:
     try:
         converted = convert.convert_checkpoint(args.arch, args.checkpoint, frozen_bn_eps=eps)
         info = convert.save_converted(converted, args.out_dir, source=args.checkpoint)
-    except (ImportError, NotImplementedError, FileExistsError) as e:
+    except (ImportError, FileExistsError) as e:
         print(f"jaxcv: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     count = sum(v.size for v in _leaves(converted.variables["params"]))

@@ -95,11 +95,11 @@ def _torch_model(arch: str, min_size: int, max_size: int):
 def unavailable(arch: str) -> str | None:
     """Why jaxcv cannot run ``arch`` yet (None: it can)."""
     from jaxcv.models import MODELS
-    from jaxcv.models.convert import ARCHS, NOT_COVERED
+    from jaxcv.models.convert import ARCHS
     from jaxcv.predict.detector import DETECTOR_MODELS
 
     model = DETECTORS[arch]
-    if arch in NOT_COVERED or arch not in ARCHS:
+    if arch not in ARCHS:
         return f"jaxcv.models.convert does not convert {arch} yet"
     if model not in MODELS or model not in DETECTOR_MODELS:
         return f"jaxcv.predict.load_detector does not run {model} yet"

@@ -26,7 +26,7 @@ as the original COCO weights, name them ``mask_fcn1..4``: renamed as
 ``roi_heads.mask_predictor.{conv5_mask,mask_fcn_logits}``.
 :func:`jaxcv.predict.detector.load_detector` runs them on images. A detector's state dict given
 as another detector's architecture is refused with an error naming the architecture its keys
-show. :data:`NOT_COVERED` is empty: every architecture listed converts.
+show.
 
 The mapping is written from the state-dict *keys* of each architecture, not from torch modules:
 
@@ -89,7 +89,6 @@ __all__ = [
     "CONVERTED_FILE",
     "DETECTOR_ARCHS",
     "FPN_ARCHS",
-    "NOT_COVERED",
     "VARIABLES_DIR",
     "ConversionError",
     "Converted",
@@ -131,9 +130,6 @@ DETECTOR_ARCHS = {
     "maskrcnn_resnet50_fpn": "resnet50_fpn",
     "maskrcnn_resnet50_fpn_v2": "resnet50_fpn_v2",
 }
-#: Architectures jaxcv knows of but cannot convert at torchvision parity, and why (none now;
-#: :func:`convert_state_dict` raises ``NotImplementedError`` with the reason for any listed).
-NOT_COVERED: dict[str, str] = {}
 
 CONVERTED_FILE = "jaxcv_converted.json"
 VARIABLES_DIR = "variables"
@@ -365,13 +361,8 @@ def _infer_fields(arch: str, state_dict: Mapping[str, np.ndarray]) -> dict[str, 
 
 
 def _check_arch(arch: str) -> None:
-    if arch in NOT_COVERED:
-        raise NotImplementedError(f"cannot convert {arch!r}: {NOT_COVERED[arch]}")
     if arch not in ARCHS:
-        not_covered = f" (not covered: {', '.join(NOT_COVERED)})" if NOT_COVERED else ""
-        raise ValueError(
-            f"unknown architecture {arch!r}; convertible: {', '.join(ARCHS)}{not_covered}"
-        )
+        raise ValueError(f"unknown architecture {arch!r}; convertible: {', '.join(ARCHS)}")
 
 
 def _new_fpn_key(key: str) -> str:
@@ -485,7 +476,6 @@ def convert_state_dict(
       A :class:`Converted` with float32 variables shaped as the jaxcv model's ``init``.
 
     Raises:
-      NotImplementedError: ``arch`` is one of :data:`NOT_COVERED` (says why).
       ValueError: unknown ``arch`` (lists the valid ones).
       ConversionError: missing, unexpected or mis-shaped keys (all listed in one message).
     """

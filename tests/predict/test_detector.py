@@ -34,6 +34,8 @@ from jaxcv.predict.detector import Detector, DetectorSettings, roi_image_size
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+from .detector_parity import torch_detector  # noqa: E402
+
 pytestmark = pytest.mark.parity
 
 MIN_SIZE, MAX_SIZE = 160, 224
@@ -46,21 +48,7 @@ def _photos():
 
 
 def _torch_detector(cls_factor: float):
-    torch.manual_seed(0)
-    tdet = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None,
-        weights_backbone=None,
-        num_classes=91,
-        min_size=MIN_SIZE,
-        max_size=MAX_SIZE,
-    )
-    with torch.no_grad():
-        predictor = tdet.roi_heads.box_predictor
-        predictor.cls_score.weight.mul_(cls_factor)
-        predictor.cls_score.bias.mul_(cls_factor)
-        predictor.bbox_pred.weight.mul_(0.3)
-        tdet.rpn.head.bbox_pred.weight.mul_(0.2)
-    return tdet.eval()
+    return torch_detector("fasterrcnn_resnet50_fpn", cls_factor=cls_factor, box_factor=0.3)
 
 
 @functools.cache
