@@ -13,6 +13,7 @@ has not set them; ``JAXCV_TEST_CACHE_DIR`` keeps the cache between runs.
 """
 
 import contextlib
+import gc
 import os
 import shutil
 import tempfile
@@ -41,10 +42,33 @@ with contextlib.suppress(ImportError):
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# The test processes hold millions of long-lived objects (jax, TensorFlow, torch, matplotlib):
+# with the default thresholds the cyclic collector traversed them so often that it took about
+# half of a training test's time (seen as matplotlib transforms and pytest's AST rewriting
+# being slow). Imported modules are frozen out of its scans; it runs 50x less often.
+gc.freeze()
+gc.set_threshold(35_000, 10, 10)
+
 if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
     # Only programs worth loading: the many sub-50 ms compiles of eager ops are not written.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+
+
+#: Set to 1 to run the tests marked ``extended`` too (``JAXCV_SLOW_TESTS=1 make test``).
+SLOW_ENV = "JAXCV_SLOW_TESTS"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.extended(reason)``: a test whose code a cheaper test covers, or a smoke run
+    of minutes, kept out of ``make test``'s 15-minute budget unless JAXCV_SLOW_TESTS=1."""
+    if os.environ.get(SLOW_ENV) == "1":
+        return
+    for item in items:
+        marker = item.get_closest_marker("extended")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(reason=f"{reason}: set {SLOW_ENV}=1"))
 
 
 def pytest_unconfigure(config):

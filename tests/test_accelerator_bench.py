@@ -52,6 +52,7 @@ def test_configs_read_without_ml_collections_are_the_experiments():
 
 
 @pytest.mark.slow
+@pytest.mark.extended("a whole benchmark in a subprocess; run it before a device session")
 def test_tiny_run_prints_one_json_line_of_positive_finite_figures(tmp_path):
     out = tmp_path / "accelerator.json"
     argv = [str(BENCH), "--tiny", "--out", str(out)]

@@ -33,6 +33,7 @@ def rcnn_family(monkeypatch):
     return rcnn_family
 
 
+@pytest.mark.extended("four detectors compiled at smoke sizes; the paper-scale bench's own check")
 def test_paper_scale_tiny_prints_consistent_figures(rcnn_family, capsys):
     returned = rcnn_family.main(["--scale", "paper", "--tiny", "--repeats", "1"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -123,7 +123,7 @@ def test_multiscale_equals_naive_multiscale(net):
         assert float(f.boxes.max()) <= 48.0 + 1e-4 and float(f.boxes.min()) >= 0.0
 
 
-@pytest.mark.parametrize("image_hw", [(56, 72), (61, 47), (33, 40)])
+@pytest.mark.parametrize("image_hw", [(61, 47), (33, 40)])  # odd sizes; one window row
 def test_fine_stride_map_equals_naive_crops_at_half_the_stride(net, image_hw):
     """Overfeat's offset max-pooling: windows every 4 px (8 / pool 2), same FC-net scores."""
     model, variables, _, converted, _ = net
