@@ -121,15 +121,16 @@ def test_mask_rcnn_fpn_config_smoke_trains_on_mock_data(tmp_path):
     assert "figures/sample_instance_masks.png" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.slow
-@pytest.mark.parity
-def test_a_converted_coco_detector_fine_tunes_on_other_classes(tmp_path):
+@pytest.fixture(scope="module")
+def coco_detector_on_coco_classes(tmp_path_factory):
+    """A random torchvision COCO Faster R-CNN (91 classes) converted, and the coco/2017 config
+    (80 classes) built from it with ``model.init_from``: ``(converted, run, batch)``."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     from jaxcv.models.convert import convert_state_dict, save_converted
     from jaxcv.train.loop import build_run
-    from jaxcv.train.step import make_train_step
 
+    tmp_path = tmp_path_factory.mktemp("coco_frcnn")
     torch.manual_seed(0)
     coco = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=91
@@ -147,6 +148,12 @@ def test_a_converted_coco_detector_fine_tunes_on_other_classes(tmp_path):
             batch = next(run.train_iter)
         finally:
             run.checkpointer.close()
+    return converted, run, batch
+
+
+@pytest.mark.parity
+def test_a_converted_coco_detector_loads_into_other_classes(coco_detector_on_coco_classes):
+    converted, run, _ = coco_detector_on_coco_classes
     loaded = flatten_dict({"params": run.state.params, **run.state.model_state})
     source = flatten_dict(converted.variables)
     fresh = {k for k in loaded if k[1] == "box_predictor"}
@@ -165,6 +172,14 @@ def test_a_converted_coco_detector_fine_tunes_on_other_classes(tmp_path):
     with pytest.raises(InitFromError, match="box_predictor/cls_score"):
         merge_variables(target, converted.variables, num_classes=70)
 
+
+@pytest.mark.slow
+@pytest.mark.parity
+@pytest.mark.extended("compiles a whole ResNet-50 FPN train step (the smoke above uses ResNet-18)")
+def test_a_converted_coco_detector_fine_tunes_on_other_classes(coco_detector_on_coco_classes):
+    from jaxcv.train.step import make_train_step
+
+    _, run, batch = coco_detector_on_coco_classes
     state, metrics = jax.jit(make_train_step(run.task))(run.state, batch)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
     assert float(metrics["grad_norm"]) > 0

@@ -34,7 +34,7 @@ from jaxcv.train.loop import CHECKPOINT_DIR, train_and_evaluate
 from jaxcv.train.optim import make_optimizer
 from jaxcv.train.state import create_train_state
 
-NUM_STEPS = 60  # the kills land mid-run even when steps are fast (a random kill waits up to 0.4 s)
+NUM_STEPS = 40  # the kills land mid-run even when steps are fast (a random kill waits up to 0.4 s)
 BATCH = 16
 SEED = 1234
 TMP_MARK = ".orbax-checkpoint-tmp"
