@@ -192,6 +192,7 @@ def _mnist_config(study):
 
 
 @pytest.mark.slow
+@pytest.mark.extended("tests/test_experiments.py smoke-runs these studies on digits")
 @pytest.mark.parametrize("study", ["vae", "ae_embed"])
 def test_studies_run_on_mock_mnist(study, tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
