@@ -35,7 +35,7 @@ def _no_compilation_cache(monkeypatch):
 
 
 #: Resident memory above which a smoke run's executables are dropped after it.
-RELEASE_ABOVE_BYTES = 8 << 30
+RELEASE_ABOVE_BYTES = 6 << 30
 
 
 def _resident_bytes() -> int:
@@ -49,7 +49,7 @@ def _resident_bytes() -> int:
 
 @pytest.fixture(autouse=True)
 def _release_compiled_runs():
-    """Each smoke run compiles a whole model: once a worker holds more than 8 GiB, drop the
+    """Each smoke run compiles a whole model: once a worker holds more than 6 GiB, drop the
     executables, or the suite's processes grow past the 24 GiB of the CI machine (seen with the
     VGG-16 detectors). Clearing after every run cost 1-19 s each (83 s per suite)."""
     yield
