@@ -5,7 +5,6 @@ the same workdir to see that finished stages are read rather than trained again 
 stage started with another config is refused.
 """
 
-import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -14,16 +13,10 @@ import pytest
 from jaxcv import experiments
 from jaxcv.studies import stages
 
-SLOW_ENV = "JAXCV_SLOW_TESTS"
-
 
 def slow_study(test: Callable) -> Callable:
     """A whole-study smoke test: compiles several networks, so it runs with JAXCV_SLOW_TESTS=1."""
-    skip = pytest.mark.skipif(
-        os.environ.get(SLOW_ENV) != "1",
-        reason=f"the whole study, smoke-sized: set {SLOW_ENV}=1",
-    )
-    return skip(pytest.mark.slow(test))
+    return pytest.mark.extended("the whole study, smoke-sized")(pytest.mark.slow(test))
 
 
 def study_config(name: str, overrides: list[str], data_dir: str, configure: Callable | None):

@@ -4,7 +4,6 @@ Faster R-CNN's (no timing is asserted). Faster R-CNN alone in the suite; both de
 jaxcv's stages (``--profile``) with JAXCV_SLOW_TESTS=1."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,7 @@ KEYS = ("jaxcv_s_per_image", "torch_s_per_image", "ratio")
 
 pytestmark = [pytest.mark.slow, pytest.mark.parity]
 FASTER_ONLY = ["--detectors", "fasterrcnn_resnet50_fpn"]
-EVERYTHING = pytest.mark.skipif(
-    os.environ.get("JAXCV_SLOW_TESTS") != "1", reason="both detectors: set JAXCV_SLOW_TESTS=1"
-)
+EVERYTHING = pytest.mark.extended("both detectors")
 
 
 @pytest.mark.parametrize("args", [FASTER_ONLY, pytest.param(["--profile"], marks=EVERYTHING)])

@@ -58,9 +58,9 @@ def _release_compiled_runs():
         gc.collect()
 
 
-# VGG-16 detectors at VOC size take ~11 GB and minutes per smoke run on 2 CPU cores: run them
-# with JAXCV_SLOW_TESTS=1 (they passed so when added). voc2012_fcn8s (VGG-16, 134M parameters)
-# has a fast, narrowed smoke run in tests/data/test_voc_segmentation.py, coco_mask_rcnn
+# VGG-16 detectors at VOC size take ~11 GB and minutes per smoke run on 2 CPU cores: they are
+# marked extended (JAXCV_SLOW_TESTS=1; they passed so when added). voc2012_fcn8s (VGG-16, 134M
+# parameters) has a fast, narrowed smoke run in tests/data/test_voc_segmentation.py, coco_mask_rcnn
 # (ResNet-50 at 768x1024) in tests/data/test_coco_panoptic.py, the COCO R50-FPN 1x configs
 # (ResNet-50 + FPN at 800x1088) in tests/test_faster_rcnn_fpn_train.py.
 SLOW_SMOKE = {
@@ -72,13 +72,12 @@ SLOW_SMOKE = {
     "coco_faster_rcnn_r50_fpn_1x",
     "coco_mask_rcnn_r50_fpn_1x",
 }
-SLOW_ENV = "JAXCV_SLOW_TESTS"
 # Configs whose code a twin's smoke run exercises: same study and task, other settings, and
 # where the model or the data differ, those have their own tests (the MNIST studies on mock MNIST
 # beside their digits twins, as mnist_cnn reads mock MNIST; FCN-32s/16s, FCN-8s' graph without
 # skips; the VGG and small classifiers of the pre-training stages, tests/models; the VGG-sized
-# localizer on mock VOC, the shapes localizer's code and the VOC reader of tests/data). They run
-# with JAXCV_SLOW_TESTS=1, for `make test`'s 15-minute budget.
+# localizer on mock VOC, the shapes localizer's code and the VOC reader of tests/data). They are
+# marked extended (JAXCV_SLOW_TESTS=1), for `make test`'s 15-minute budget.
 TWINS = {
     "mnist_vae": "digits_vae",
     "mnist_ae_embed": "digits_ae_embed",
@@ -98,9 +97,17 @@ TWINS = {
 SHARED_MODULES = {"__init__", "bases"}
 
 
-def _skip_twin(name: str) -> None:
-    if name in TWINS and os.environ.get(SLOW_ENV) != "1":
-        pytest.skip(f"{TWINS[name]}'s smoke run covers its code: set {SLOW_ENV}=1")
+def _smoke_params(names: list[str]) -> list:
+    """``names`` as parameters, the SLOW_SMOKE and TWINS ones marked ``extended``."""
+    params = []
+    for name in names:
+        marks = []
+        if name in SLOW_SMOKE:
+            marks.append(pytest.mark.extended(f"{name} at VOC/COCO size"))
+        if name in TWINS:
+            marks.append(pytest.mark.extended(f"{TWINS[name]}'s smoke run covers its code"))
+        params.append(pytest.param(name, marks=marks))
+    return params
 
 
 def _study_and_task(name: str) -> tuple:
@@ -151,9 +158,8 @@ def _has_key(config, key: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.parametrize("name", _smoke_params(STUDIES))
 def test_study_smoke_runs(name, builtin_data_dir, tmp_path):
-    _skip_twin(name)
     config = experiments.load_config(name)
     overrides = [*SMOKE, *(f"{k}={v}" for k, v in STUDY_SMOKE.items() if _has_key(config, k))]
     config = experiments.load_config(name, overrides)
@@ -249,11 +255,8 @@ def _evaluate_first_images(config) -> None:
         config.train.best_metric = f"{config.data.eval_split}/{metric}"
 
 
-@pytest.mark.parametrize("name", TRAINED)
+@pytest.mark.parametrize("name", _smoke_params(TRAINED))
 def test_experiment_smoke_trains(name, builtin_data_dir, tmp_path):
-    if name in SLOW_SMOKE and os.environ.get(SLOW_ENV) != "1":
-        pytest.skip(f"VGG-16 at VOC size: set {SLOW_ENV}=1 to smoke-train {name}")
-    _skip_twin(name)
     config = experiments.load_config(name, SMOKE + EXTRA_SMOKE.get(name, []))
     assert config.name == name
     # The protocol: selection (if any) on eval_split, never on test_split.

@@ -2,7 +2,6 @@
 converted torchvision COCO detector fine-tuned on a dataset with another number of classes."""
 
 import json
-import os
 
 import jax
 import numpy as np
@@ -109,11 +108,7 @@ def test_faster_rcnn_fpn_config_smoke_trains_on_mock_data(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("JAXCV_SLOW_TESTS") != "1",
-    reason="110 s on 2 cores (the FPN mask branch: tests/tasks/test_faster_rcnn_fpn.py); "
-    "set JAXCV_SLOW_TESTS=1",
-)
+@pytest.mark.extended("110 s on 2 cores (the FPN mask branch: tests/tasks/test_faster_rcnn_fpn.py)")
 def test_mask_rcnn_fpn_config_smoke_trains_on_mock_data(tmp_path):
     saved, _ = _smoke_train(MASK, [*TINY_MODEL, *TINY_MASK, "mask.mask_rois_per_image=4"], tmp_path)
     # Random mock panoptic ids match no pixel: no ground truth, for which COCO AP is -1.
