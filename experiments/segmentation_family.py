@@ -107,7 +107,7 @@ def _proposal_deconvnet(config):
     config.proposals = bases.proposals(50)
     config.proposals.num_train = 0  # training crops come from the ground-truth boxes
     config.optimizer.update(learning_rate=1e-3, warmup_steps=50)
-    config.train.update(num_steps=2000, eval_every=500, checkpoint_every=500)
+    config.train.update(num_steps=1000, eval_every=250, checkpoint_every=250)
     return config
 
 

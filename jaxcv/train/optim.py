@@ -11,6 +11,12 @@ Weight decay skips biases and normalisation parameters by default: only paramete
 ``ndim > 1`` whose name is not ``bias``/``scale`` are decayed (``decay_all_params=True``
 decays everything).
 
+``lr_multipliers`` is a list of ``(regex, factor)`` pairs: a parameter whose path a pattern
+matches (the first that does) has its updates, weight decay included, scaled by ``factor``
+(Caffe's ``lr_mult``: e.g. ``[("^(conv|bn)\\d", 0.1)]`` fine-tunes a pre-trained trunk ten
+times slower than the fresh layers above it). A pattern that matches nothing raises
+``ValueError`` at ``tx.init(params)``.
+
 ``freeze`` is a list of regular expressions searched (``re.search``) in each parameter's
 '/'-joined path, e.g. ``"Conv_0/kernel"``; matching parameters get exactly zero updates (and no
 optimizer state) through ``optax.partition``. A pattern that matches nothing raises
@@ -27,7 +33,7 @@ Config keys read (``ml_collections.ConfigDict``, dict, or any object with attrib
 ``decay_steps`` (cosine: step at which the cosine reaches ``end_learning_rate``, default
 ``num_steps``), ``end_learning_rate`` (cosine, default 0), ``boundaries`` (step: absolute steps
 at which the rate is multiplied by ``decay_factor``, default 0.1), ``grad_clip_norm``,
-``freeze``, ``decay_all_params``.
+``lr_multipliers``, ``freeze``, ``decay_all_params``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "decay_mask",
     "freeze_labels",
     "learning_rate_fn",
+    "lr_multiplier_transform",
     "make_optimizer",
     "param_path",
 ]
@@ -150,10 +157,7 @@ def freeze_labels(patterns: Sequence[str]) -> Callable[[Any], Any]:
         paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
         unused = [c.pattern for c in compiled if not any(c.search(path) for path in paths)]
         if unused:
-            shown = ", ".join(paths[:12]) + (", ..." if len(paths) > 12 else "")
-            raise ValueError(
-                f"freeze patterns {unused} match no parameter; parameter paths are: {shown}"
-            )
+            raise _unused_patterns_error("freeze", unused, paths)
         return jax.tree_util.tree_map_with_path(
             lambda p, _: (
                 "frozen" if any(c.search(param_path(p)) for c in compiled) else "trainable"
@@ -162,6 +166,46 @@ def freeze_labels(patterns: Sequence[str]) -> Callable[[Any], Any]:
         )
 
     return labels
+
+
+def _unused_patterns_error(kind: str, unused: list[str], paths: list[str]) -> ValueError:
+    shown = ", ".join(paths[:12]) + (", ..." if len(paths) > 12 else "")
+    return ValueError(f"{kind} patterns {unused} match no parameter; parameter paths are: {shown}")
+
+
+def lr_multiplier_transform(pairs: Sequence[Sequence[Any]]) -> optax.GradientTransformation:
+    """Scale each parameter's updates by the factor of the first ``(regex, factor)`` pair whose
+    pattern it matches (1 where none does).
+
+    Raises:
+      ValueError: a factor below 0 or a malformed pair (at once); a pattern that matches no
+        parameter (at ``init``), listing some parameter paths.
+    """
+    compiled = []
+    for pair in pairs:
+        if len(pair) != 2 or float(pair[1]) < 0:
+            raise ValueError(f"lr_multipliers entries are (regex, factor >= 0); got {pair!r}")
+        compiled.append((re.compile(str(pair[0])), float(pair[1])))
+
+    def factor(path) -> float:
+        name = param_path(path)
+        return next((f for c, f in compiled if c.search(name)), 1.0)
+
+    def init_fn(params):
+        paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        unused = [c.pattern for c, _ in compiled if not any(c.search(p) for p in paths)]
+        if unused:
+            raise _unused_patterns_error("lr_multipliers", unused, paths)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(
+            lambda p, u: u if factor(p) == 1.0 else u * jnp.asarray(factor(p), u.dtype), updates
+        )
+        return scaled, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def make_optimizer(opt_config: Any, num_steps: int) -> optax.GradientTransformation:
@@ -206,6 +250,9 @@ def make_optimizer(opt_config: Any, num_steps: int) -> optax.GradientTransformat
         if weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=mask))
     parts.append(optax.inject_hyperparams(optax.scale_by_learning_rate)(learning_rate=schedule))
+    multipliers = list(_get(opt_config, "lr_multipliers", None) or ())
+    if multipliers:
+        parts.append(lr_multiplier_transform(multipliers))
     tx = optax.chain(*parts)
     freeze = list(_get(opt_config, "freeze", None) or ())
     if freeze:

@@ -7,6 +7,10 @@ non-finite losses and throughput are handled in one place:
 
 * the step runs asynchronously: its metrics stay on device until :meth:`MetricsWindow.flush`
   fetches all pending ones in one host sync;
+* the host dispatches at most ``max_in_flight`` steps ahead of the devices: before a new step
+  it waits for the one ``max_in_flight`` steps back (never the step just dispatched, so the
+  devices always have the next step queued). Unbounded, the host ran 30+ steps ahead on CPU,
+  holding their batches, and a SIGTERM was honoured only after all of them had run;
 * the input runs ahead of the steps (:class:`DevicePrefetch`): right after a step is dispatched
   the next batches are read and copied to the devices while it runs, so two batches are in
   flight and a step never waits for its batch's host-to-device copy;
@@ -25,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxcv.errors import NonFiniteLossError
@@ -221,6 +226,8 @@ class StepRunner:
       first_step: the number of the first step run (1, or the resumed step + 1).
       profiler: an optional :class:`jaxcv.train.profiling.StepProfiler`.
       prefetch: batches placed on the devices ahead of the step that uses them.
+      max_in_flight: steps dispatched but possibly not finished; dispatching one more first
+        waits for the oldest.
     """
 
     def __init__(
@@ -233,8 +240,13 @@ class StepRunner:
         first_step: int = 1,
         profiler: Any = None,
         prefetch: int = 2,
+        max_in_flight: int = 3,
     ):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1; got {max_in_flight}")
         self._step_fn = step_fn
+        self._in_flight: collections.deque = collections.deque()
+        self._max_in_flight = max_in_flight
         self._batches = DevicePrefetch(batches, parallel.put_batch, prefetch)
         self._window, self._first_step, self._profiler = window, first_step, profiler
         self.compile_s = 0.0  # wall seconds of the first step, once it ran
@@ -243,7 +255,10 @@ class StepRunner:
         """Run step ``step`` from ``state``; returns the new state (still on device)."""
         if self._profiler is not None:
             self._profiler.before(step, state)
+        while len(self._in_flight) >= self._max_in_flight:
+            jax.block_until_ready(self._in_flight.popleft())
         state, metrics = self._step_fn(state, next(self._batches))
+        self._in_flight.append(metrics)
         self._batches.fill()  # the next batches go to the devices while this step runs
         if self._profiler is not None:
             self._profiler.after(step, (state, metrics))

@@ -243,6 +243,44 @@ def test_freeze_everything_gives_zero_updates():
     chex.assert_trees_all_equal(params, _params())
 
 
+# ------------------------------------------------------------------------- lr_multipliers
+def test_lr_multipliers_scale_each_update_including_weight_decay():
+    base = {"name": "adamw", "learning_rate": 0.05, "weight_decay": 0.1, "warmup_steps": 0}
+    scaled = {**base, "lr_multipliers": [("^Conv_0/", 0.1), ("Dense_0/kernel", 0.0)]}
+    start = _params()
+    ref, _ = _run(make_optimizer(base, 10), start, _grads(1))
+    got, state = _run(make_optimizer(scaled, 10), start, _grads(1))
+    before, ref, got = _flat(start), _flat(ref), _flat(got)
+    for k in got:
+        factor = 0.1 if k.startswith("Conv_0/") else 0.0 if k == "Dense_0/kernel" else 1.0
+        np.testing.assert_allclose(
+            got[k] - before[k], factor * (ref[k] - before[k]), rtol=1e-5, atol=1e-7, err_msg=k
+        )
+    np.testing.assert_allclose(float(current_learning_rate(state)), 0.05, rtol=1e-6)
+
+
+def test_lr_multipliers_first_matching_pattern_wins_and_jit():
+    cfg = {"name": "sgd", "momentum": 0.0, "learning_rate": 1.0}
+    tx = make_optimizer({**cfg, "lr_multipliers": [("Conv_0/kernel", 0.5), ("Conv_0", 2.0)]}, 10)
+    params = jax.tree.map(jnp.asarray, _params())
+    g = _grads(1)[0]
+    updates, _ = jax.jit(tx.update)(g, tx.init(params), params)
+    np.testing.assert_allclose(updates["Conv_0"]["kernel"], -0.5 * g["Conv_0"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(updates["Conv_0"]["bias"], -2.0 * g["Conv_0"]["bias"], rtol=1e-6)
+    np.testing.assert_allclose(updates["Dense_0"]["bias"], -g["Dense_0"]["bias"], rtol=1e-6)
+
+
+def test_lr_multipliers_bad_entries_are_named():
+    cfg = {"name": "sgd", "learning_rate": 0.1}
+    tx = make_optimizer({**cfg, "lr_multipliers": [("^trunk/", 0.1)]}, 10)
+    with pytest.raises(ValueError, match=r"lr_multipliers patterns \['\^trunk/'\] match no"):
+        tx.init(_params())
+    with pytest.raises(ValueError, match="factor >= 0"):
+        make_optimizer({**cfg, "lr_multipliers": [("Conv", -1.0)]}, 10)
+    with pytest.raises(ValueError, match="factor >= 0"):
+        make_optimizer({**cfg, "lr_multipliers": [("Conv",)]}, 10)
+
+
 def test_optimizer_is_jittable():
     tx = make_optimizer({"name": "adamw", "learning_rate": 0.1, "freeze": ["Dense"]}, 10)
     params = jax.tree.map(jnp.asarray, _params())

@@ -9,6 +9,7 @@ from jaxcv.errors import NonFiniteLossError
 from jaxcv.models.autoencoder import Autoencoder
 from jaxcv.studies.engine import fit
 from jaxcv.tasks.autoencoder import AutoencoderTask
+from jaxcv.train import step_loop
 from jaxcv.train.step_loop import DevicePrefetch, MetricsWindow, StepRunner, nonfinite_location
 
 
@@ -101,6 +102,39 @@ def test_runner_places_two_batches_ahead_while_a_step_runs():
     # right after the call, while the step runs (two batches in flight).
     assert ran == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2, 3])]
     assert placed == [0, 1, 2, 3]  # the input ended: nothing more to place
+
+
+def test_runner_waits_for_the_step_max_in_flight_back_before_dispatching(monkeypatch):
+    window, _ = _window()
+    events = []
+    monkeypatch.setattr(
+        step_loop.jax, "block_until_ready", lambda m: events.append(("wait", m["loss"]))
+    )
+
+    class Par:
+        def put_batch(self, batch):
+            return batch
+
+    def step_fn(state, batch):
+        events.append(("run", batch["x"]))
+        return state + 1, {"loss": batch["x"]}
+
+    runner = StepRunner(step_fn, Par(), iter({"x": i} for i in range(8)), window, max_in_flight=2)
+    for step in range(1, 6):
+        runner.run(step - 1, step)
+    # Batch i is step i + 1: before step n runs, step n - 2 has finished.
+    assert events == [
+        ("run", 0),
+        ("run", 1),
+        ("wait", 0),
+        ("run", 2),
+        ("wait", 1),
+        ("run", 3),
+        ("wait", 2),
+        ("run", 4),
+    ]
+    with pytest.raises(ValueError, match="max_in_flight must be >= 1"):
+        StepRunner(step_fn, Par(), iter(()), window, max_in_flight=0)
 
 
 def test_prefetch_raises_a_failed_read_in_its_turn_and_ends_with_the_input():
