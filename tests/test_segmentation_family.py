@@ -46,7 +46,9 @@ SMOKE = [
     "family.timing_images=2",
 ]
 EXPECTED = [
-    *(f"{m}/test/{k}" for m in (*SEGMENTERS, "deconvnet_fcn8s_ensemble") for k in ("mIoU",)),
+    *(f"{m}/test/mIoU" for m in (*SEGMENTERS, segmentation_family.ENSEMBLE)),
+    f"{segmentation_family.WEIGHTED}/test/mIoU",
+    f"{segmentation_family.WEIGHTED}/deconvnet_weight",
     *(f"{m}/test/{k}" for k in ("pixel_accuracy", "mean_accuracy", "fwIoU") for m in SEGMENTERS),
     "fcn8s/test/class_iou/0",
     *(f"{m}/s_per_image" for m in SEGMENTERS),

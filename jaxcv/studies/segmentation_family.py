@@ -17,7 +17,10 @@ resumes, a folder started with another config is refused):
    its checkpoint on ``data.eval_split`` and tests ``data.test_split`` once
    (:func:`jaxcv.train.loop.train_and_evaluate`);
 3. ``deconvnet_fcn8s_ensemble``: the mean of DeconvNet's and FCN-8s' per-pixel softmax maps
-   (the DeconvNet paper's ensemble), on FCN-8s' test split;
+   (the DeconvNet paper's ensemble), on FCN-8s' test split; and ``deconvnet_fcn8s_weighted``
+   (in the same folder): ``w * DeconvNet + (1 - w) * FCN-8s`` with ``w`` the one of
+   ``family.ensemble_weights`` best on FCN-8s' validation split
+   (``deconvnet_fcn8s_weighted/deconvnet_weight``);
 4. ``timing``: inference seconds per test image at batch 1 (median over ``family.timing_images``
    images after a warm-up call) of each model, external proposals given (not timed), and
    ``patch_cnn_over_fcn8s`` (the ratio).
@@ -46,7 +49,7 @@ from jaxcv.train.inference import restore_run
 from jaxcv.train.runtime import make_eval_pipeline
 from jaxcv.types import EXAMPLE_VALID, IMAGE, PROPOSAL_VALID, PROPOSALS
 
-__all__ = ["ENSEMBLE", "MODELS", "run_segmentation_family"]
+__all__ = ["ENSEMBLE", "MODELS", "WEIGHTED", "run_segmentation_family"]
 
 #: The rows of the table: stage -> what it is.
 MODELS = {
@@ -57,6 +60,8 @@ MODELS = {
     "deconvnet": "DeconvNet",
 }
 ENSEMBLE = "deconvnet_fcn8s_ensemble"
+#: The weighted ensemble, its DeconvNet weight chosen on validation.
+WEIGHTED = "deconvnet_fcn8s_weighted"
 #: FCN stage -> (the stage it starts from, modules left out of it, its new modules).
 FCN_CHAIN = {
     "fcn16s": ("fcn32s", ["upscore32"], ["upscore2", "score_pool4", "upscore16"]),
@@ -83,35 +88,53 @@ def _inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in batch.items() if k in (IMAGE, PROPOSALS, PROPOSAL_VALID)}
 
 
-def _segment(config, predict, variables, split: str, task) -> dict[str, float]:
-    """``predict(variables, batch) -> (B, H, W, K) probabilities`` evaluated on ``split`` of
-    ``config``'s eval pipeline: ``{"<split>/<metric>": value}`` from ``task``'s evaluator."""
-    evaluator = task.make_evaluator()
-    fn = jax.jit(lambda v, x: jnp.argmax(predict(v, x), axis=-1).astype(jnp.int32))
-    for batch in make_eval_pipeline(config, split).as_numpy_iterator():
-        evaluator.update(batch, {PRED_KEY: np.asarray(fn(variables, _inputs(batch)))})
-    return {f"{split}/{k}": float(v) for k, v in evaluator.result().items()}
-
-
 def _probabilities(task):
     """``(variables, batch) -> (B, H, W, K)`` softmax of ``task``'s logits."""
     return lambda variables, batch: jax.nn.softmax(task.batch_logits(variables, batch), axis=-1)
 
 
-def _ensemble(stages, workdir: Path) -> dict[str, float]:
-    """The DeconvNet paper's ensemble: the mean of DeconvNet's and FCN-8s' softmax maps, on
-    FCN-8s' test split (read through DeconvNet's pipeline, which adds its proposals)."""
+def _ensemble_sweep(config, members, split: str, weights) -> list[dict[str, float]]:
+    """One pass of ``config``'s eval pipeline over ``split``: for each DeconvNet weight ``w`` in
+    ``weights``, the metrics ``{"<split>/<metric>": value}`` of ``w * p_deconvnet + (1 - w) *
+    p_fcn8s`` (``members``: the two restored runs, DeconvNet first)."""
+    probs = [_probabilities(task) for task, *_ in members]
+    variables = [state.variables for _, state, *_ in members]
+    w = jnp.asarray(weights, jnp.float32)[:, None, None, None, None]
+
+    def predict(variables, batch):
+        p_deconv, p_fcn = (p(v, batch) for p, v in zip(probs, variables, strict=True))
+        return jnp.argmax(w * p_deconv + (1 - w) * p_fcn, axis=-1).astype(jnp.int32)
+
+    fn = jax.jit(predict)
+    evaluators = [members[1][0].make_evaluator() for _ in weights]
+    for batch in make_eval_pipeline(config, split).as_numpy_iterator():
+        preds = np.asarray(fn(variables, _inputs(batch)))  # (W, B, H, W)
+        for evaluator, pred in zip(evaluators, preds, strict=True):
+            evaluator.update(batch, {PRED_KEY: pred})
+    return [{f"{split}/{k}": float(v) for k, v in e.result().items()} for e in evaluators]
+
+
+def _ensemble(stages, workdir: Path, weights) -> dict[str, float]:
+    """The DeconvNet paper's ensemble, the mean of DeconvNet's and FCN-8s' softmax maps, and a
+    weighted mean whose DeconvNet weight is chosen among ``weights`` on FCN-8s' validation
+    split; both on FCN-8s' test split (read through DeconvNet's pipeline, which adds its
+    proposals). Keys: ``<test split>/<metric>`` (the mean), ``weighted/<test split>/<metric>``,
+    ``deconvnet_weight`` and ``validation_mIoU/<w>``."""
     deconvnet, fcn8s = stages["deconvnet"], stages["fcn8s"]
     if tuple(deconvnet.data.image_size or ()) != tuple(fcn8s.data.image_size or ()):
         raise ValueError("the ensemble needs deconvnet and fcn8s at the same data.image_size")
+    weights = [float(w) for w in weights]
+    if not weights or not all(0.0 < w < 1.0 for w in weights):
+        raise ValueError(f"family.ensemble_weights must be in (0, 1); got {weights}")
     members = [restore_run(stages[s], workdir / s, which="best") for s in ("deconvnet", "fcn8s")]
-    probs = [_probabilities(task) for task, *_ in members]
-    variables = [state.variables for _, state, *_ in members]
-
-    def predict(variables, batch):
-        return sum(p(v, batch) for p, v in zip(probs, variables, strict=True)) / len(probs)
-
-    return _segment(deconvnet, predict, variables, fcn8s.data.test_split, members[1][0])
+    val_split, test_split = fcn8s.data.eval_split, fcn8s.data.test_split
+    validation = _ensemble_sweep(deconvnet, members, val_split, weights)
+    scores = [m[f"{val_split}/mIoU"] for m in validation]
+    best = weights[int(np.argmax(scores))]
+    mean, weighted = _ensemble_sweep(deconvnet, members, test_split, [0.5, best])
+    out = {**mean, **{f"weighted/{k}": v for k, v in weighted.items()}, "deconvnet_weight": best}
+    out.update({f"validation_mIoU/{w:g}": m for w, m in zip(weights, scores, strict=True)})
+    return out
 
 
 def _seconds_per_image(config, task, variables, num_images: int) -> float:
@@ -149,7 +172,12 @@ def _timing(stages, workdir: Path, num_images: int) -> dict[str, float]:
 
 def _report_sections(results: dict[str, float], splits: dict[str, str]):
     rows = []
-    for stage, what in {**MODELS, ENSEMBLE: "DeconvNet + FCN-8s ensemble"}.items():
+    ensembles = {
+        ENSEMBLE: "DeconvNet + FCN-8s ensemble (mean)",
+        WEIGHTED: "DeconvNet + FCN-8s, DeconvNet weight "
+        f"{results.get(f'{WEIGHTED}/deconvnet_weight', float('nan')):g} (chosen on validation)",
+    }
+    for stage, what in {**MODELS, **ensembles}.items():
         rows.append(
             (
                 what,
@@ -168,7 +196,7 @@ def _report_sections(results: dict[str, float], splits: dict[str, str]):
         ("model", *(f"class {k}" for k in range(num_classes))),
         [
             (stage, *(results.get(f"{stage}/test/class_iou/{k}", "-") for k in range(num_classes)))
-            for stage in (*MODELS, ENSEMBLE)
+            for stage in (*MODELS, ENSEMBLE, WEIGHTED)
         ],
     )
     return [("The segmentation family", table), ("IoU per class (0 = background)", per_class)]
@@ -208,12 +236,20 @@ def run_segmentation_family(
         splits[stage] = split
 
     ensemble_dir = workdir / ENSEMBLE
-    claim(ensemble_dir, ml_collections.ConfigDict({s: stages[s] for s in ("deconvnet", "fcn8s")}))
-    split = stages["fcn8s"].data.test_split
-    results.update(
-        _row(ENSEMBLE, derived_stage(ensemble_dir, lambda: _ensemble(stages, workdir)), split)
+    weights = tuple(config.family.ensemble_weights)
+    claim(
+        ensemble_dir,
+        ml_collections.ConfigDict(
+            {"weights": weights, **{s: stages[s] for s in ("deconvnet", "fcn8s")}}
+        ),
     )
-    splits[ENSEMBLE] = split
+    split = stages["fcn8s"].data.test_split
+    ensemble = derived_stage(ensemble_dir, lambda: _ensemble(stages, workdir, weights))
+    results.update(_row(ENSEMBLE, ensemble, split))
+    weighted = {k.split("/", 1)[1]: v for k, v in ensemble.items() if k.startswith("weighted/")}
+    results.update(_row(WEIGHTED, weighted, split))
+    results[f"{WEIGHTED}/deconvnet_weight"] = float(ensemble["deconvnet_weight"])
+    splits[ENSEMBLE] = splits[WEIGHTED] = split
 
     timing_dir = workdir / "timing"
     num_images = int(config.family.timing_images)
