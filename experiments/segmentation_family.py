@@ -38,9 +38,10 @@ chosen on validation mIoU and the test split evaluated once:
   `section_config(config, "deconvnet", "deconvnet", **{"model.init_from": "W/pretrain"})`,
   W/pretrain the finished `pretrain`, test accuracy 0.994), trained with this config's
   1,000 steps evaluated every 250 on 2 shared CPU cores (45 min; the study's table reuses
-  that run, re-evaluated with the mean): validation mIoU with the max 0.171 / 0.281 / 0.350 / 0.368 at steps 250 /
-  500 / 750 / 1,000 (the whole-scene DeconvNet at input scale 2: 0.26 at 500, 0.41 at 1,000),
-  test 0.361; the same step-1,000 checkpoint with the mean: validation 0.415, test 0.410.
+  that run, re-evaluated with the mean): validation mIoU with the max 0.171 / 0.281 / 0.350
+  / 0.368 at steps 250 / 500 / 750 / 1,000 (the whole-scene DeconvNet at input scale 2: 0.26
+  at 500, 0.41 at 1,000), test 0.361; the same step-1,000 checkpoint with the mean:
+  validation 0.415, test 0.410.
   With the ground-truth boxes as the proposals it reaches 0.70 on validation[:100] (0.38 from
   the proposals): the 50 proposals' aggregation, more than the crops' segmentation, limits
   it. Tried and not kept, on validation: 25% random windows (`random_fraction=0.25`, 0.285

@@ -125,25 +125,34 @@ def upsample_transposed(
         raise ValueError(
             f"{alignment} upsampling by {f} needs a {expected}x{expected} kernel; got {k}"
         )
-    offset = crop_offset(f, alignment)
+    # The transposed convolution is the correlation of the f-dilated, edge-padded input
+    # (padded by k - 1 - offset in front) with the kernel: out[f q + r] = sum_j xp[q + j]
+    # kernel[f j + lo - r]. Computing it so would multiply k^2 taps, almost all by the
+    # dilation's zeros; each output phase r instead has its own taps (J <= 3 of them per axis),
+    # so one J x J convolution with f^2 C_out output channels, then depth-to-space, does it
+    # (4f^2 / J^2 times fewer multiplications: 455x at f = 32).
+    lo = k - 1 - crop_offset(f, alignment)
+    taps = f * np.arange(-2, 4)[:, None] + lo - np.arange(f)[None, :]  # (j = -2..3, r)
+    used = np.flatnonzero(((taps >= 0) & (taps < k)).any(axis=1))
+    jmin, size = int(used[0]) - 2, int(used[-1] - used[0]) + 1
+    taps = taps[used[0] : used[-1] + 1]  # (J, f)
+    valid = (taps >= 0) & (taps < k)
+    t = np.clip(taps, 0, k - 1)
+    sub = kernel.astype(x.dtype)[t[:, :, None, None], t[None, None, :, :]]  # (J, f, J, f, I, O)
+    mask = (valid[:, :, None, None] & valid[None, None, :, :])[..., None, None]
+    c_in, c_out = kernel.shape[2:]
+    sub = jnp.where(mask, sub, 0).transpose(0, 2, 4, 1, 3, 5).reshape(size, size, c_in, -1)
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    pads = []
-    for n in x.shape[1:3]:
-        # Transposed conv = correlation of the f-dilated input padded by (k - 1) on each side;
-        # start the correlation at the crop offset and stop after f n outputs.
-        dilated = (n + 1) * f + 1
-        lo = k - 1 - offset
-        hi = f * n - dilated - lo + k - 1
-        pads.append((lo, hi))
-    out = jax.lax.conv_general_dilated(
-        xp,
-        kernel.astype(x.dtype),
-        window_strides=(1, 1),
-        padding=pads,
-        lhs_dilation=(f, f),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    # xp[q + j] for q < n, j in [jmin, jmin + J): zero outside xp's n + 2 cells.
+    (b, h, w), zeros = x.shape[:3], (max(0, -jmin), max(0, jmin + size - 3))
+    xz = jnp.pad(xp, ((0, 0), zeros, zeros, (0, 0)))
+    start = jmin + zeros[0]
+    xz = xz[:, start : start + h + size - 1, start : start + w + size - 1]
+    y = jax.lax.conv_general_dilated(
+        xz, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
-    return out
+    y = y.reshape(b, h, w, f, f, c_out).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, h * f, w * f, c_out)
 
 
 class BilinearUpsample(nn.Module):

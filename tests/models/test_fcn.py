@@ -140,7 +140,14 @@ def test_matches_torch_interpolate_and_conv_transpose():
         np.testing.assert_allclose(out, ref.permute(0, 2, 3, 1).numpy(), atol=2e-6)
     # A learned (random, non-symmetric) kernel: the documented ConvTranspose2d convention,
     # applied to the edge-padded input and cropped at crop_offset.
-    for factor, alignment in ((4, "center"), (3, "center"), (2, "corner")):
+    for factor, alignment in (
+        (1, "center"),
+        (4, "center"),
+        (3, "center"),
+        (32, "center"),
+        (2, "corner"),
+        (5, "corner"),
+    ):
         size = bilinear_kernel_1d(factor, alignment).size
         kernel = rng.normal(size=(size, size, 4, 2)).astype(np.float32)
         out = upsample_transposed(x, kernel, factor, alignment)
@@ -150,6 +157,36 @@ def test_matches_torch_interpolate_and_conv_transpose():
         o = crop_offset(factor, alignment)
         ref = full[:, :, o : o + 5 * factor, o : o + 3 * factor].permute(0, 2, 3, 1).numpy()
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_gradients_match_torch_conv_transpose():
+    """The phase-decomposed transposed convolution differentiates as torch's, for the input
+    and a learned kernel."""
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    rng = np.random.default_rng(1)
+    for factor, alignment in ((3, "center"), (8, "center"), (2, "corner")):
+        size = bilinear_kernel_1d(factor, alignment).size
+        x = rng.normal(size=(1, 4, 3, 2)).astype(np.float32)
+        kernel = rng.normal(size=(size, size, 2, 3)).astype(np.float32)
+        cot = rng.normal(size=(1, 4 * factor, 3 * factor, 3)).astype(np.float32)
+
+        def loss(x, k, factor=factor, alignment=alignment, cot=cot):
+            return jnp.sum(upsample_transposed(x, k, factor, alignment) * cot)
+
+        grads = jax.grad(loss, (0, 1))(x, kernel)
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
+        kt = torch.from_numpy(kernel).requires_grad_()
+        weight = torch.flip(kt, (0, 1)).permute(2, 3, 0, 1)
+        full = functional.conv_transpose2d(
+            functional.pad(xt, (1, 1, 1, 1), mode="replicate"), weight, stride=factor
+        )
+        o = crop_offset(factor, alignment)
+        out = full[:, :, o : o + 4 * factor, o : o + 3 * factor]
+        (out * torch.from_numpy(cot).permute(0, 3, 1, 2)).sum().backward()
+        ref_x = xt.grad.permute(0, 2, 3, 1).numpy()
+        np.testing.assert_allclose(grads[0], ref_x, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(grads[1], kt.grad.numpy(), atol=1e-4, rtol=1e-4)
 
 
 # --- the FCN models -----------------------------------------------------------------------------
