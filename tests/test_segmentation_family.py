@@ -7,6 +7,7 @@ JAXCV_SLOW_TESTS=1, as the R-CNN family's does.
 """
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from family_study import (
 from jaxcv import experiments
 from jaxcv.models.fcn import FCN
 from jaxcv.studies import segmentation_family, stages
+from jaxcv.tasks.segmentation import PRED_KEY
 from jaxcv.train.init_from import merge_variables
 
 TRAIN = [
@@ -92,6 +94,42 @@ def test_a_finer_fcn_starts_from_the_coarser_ones_scores(coarse, fine):
     # transposed conv: compared inside).
     np.testing.assert_allclose(inter_f[fused][0][:, 1:-1, 1:-1], up[:, 1:-1, 1:-1], atol=1e-5)
     assert not jnp.allclose(merged["params"]["score_fr"]["kernel"], 0.0)
+
+
+class _FixedProbabilities:
+    """A member whose softmax is ``variables`` itself (``(B, H, W, K)``); its evaluators (kept
+    in ``evaluators``) record the predictions they are given."""
+
+    def __init__(self):
+        self.evaluators = []
+
+    def batch_logits(self, variables, batch):
+        return jnp.log(variables)
+
+    def make_evaluator(self):
+        preds = []
+        self.evaluators.append(preds)
+        return types.SimpleNamespace(
+            update=lambda batch, out: preds.append(out[PRED_KEY]),
+            result=lambda: {"mIoU": float(len(preds))},
+        )
+
+
+def test_the_ensemble_sweep_scores_each_weighted_mean_of_the_softmax_maps(monkeypatch):
+    rng = np.random.default_rng(0)
+    p_deconv, p_fcn = (rng.dirichlet(np.ones(4), size=(2, 3, 5)).astype(np.float32) for _ in "ab")
+    batch = {"image": np.zeros((2, 3, 5, 3), np.float32)}
+    pipeline = types.SimpleNamespace(as_numpy_iterator=lambda: iter([batch]))
+    monkeypatch.setattr(segmentation_family, "make_eval_pipeline", lambda config, split: pipeline)
+    task = _FixedProbabilities()
+    members = [(task, types.SimpleNamespace(variables=jnp.asarray(p))) for p in (p_deconv, p_fcn)]
+    weights = [0.0, 0.3, 0.5, 1.0]
+    metrics = segmentation_family._ensemble_sweep(None, members, "validation", weights)
+    assert metrics == [{"validation/mIoU": 1.0}] * len(weights)  # one batch each
+    for w, (pred,) in zip(weights, task.evaluators, strict=True):
+        np.testing.assert_array_equal(pred, np.argmax(w * p_deconv + (1 - w) * p_fcn, axis=-1))
+    # The end points are the members alone, and they differ here.
+    assert not np.array_equal(task.evaluators[0][0], task.evaluators[-1][0])
 
 
 def _proposal_cache(cache_dir: str):

@@ -132,10 +132,10 @@ def upsample_transposed(
     # so one J x J convolution with f^2 C_out output channels, then depth-to-space, does it
     # (4f^2 / J^2 times fewer multiplications: 455x at f = 32).
     lo = k - 1 - crop_offset(f, alignment)
-    taps = f * np.arange(-2, 4)[:, None] + lo - np.arange(f)[None, :]  # (j = -2..3, r)
-    used = np.flatnonzero(((taps >= 0) & (taps < k)).any(axis=1))
-    jmin, size = int(used[0]) - 2, int(used[-1] - used[0]) + 1
-    taps = taps[used[0] : used[-1] + 1]  # (J, f)
+    # The j with a tap in 0..k-1 for some phase: f j + lo - r >= 0 at r = 0, < k at r = f - 1.
+    jmin, jmax = -(lo // f), (k - lo + f - 2) // f
+    size = jmax - jmin + 1
+    taps = f * np.arange(jmin, jmax + 1)[:, None] + lo - np.arange(f)[None, :]  # (J, f)
     valid = (taps >= 0) & (taps < k)
     t = np.clip(taps, 0, k - 1)
     sub = kernel.astype(x.dtype)[t[:, :, None, None], t[None, None, :, :]]  # (J, f, J, f, I, O)

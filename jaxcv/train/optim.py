@@ -198,12 +198,13 @@ def lr_multiplier_transform(pairs: Sequence[Sequence[Any]]) -> optax.GradientTra
             raise _unused_patterns_error("lr_multipliers", unused, paths)
         return optax.EmptyState()
 
+    def scale(path, update):
+        f = factor(path)
+        return update if f == 1.0 else update * jnp.asarray(f, update.dtype)
+
     def update_fn(updates, state, params=None):
         del params
-        scaled = jax.tree_util.tree_map_with_path(
-            lambda p, u: u if factor(p) == 1.0 else u * jnp.asarray(factor(p), u.dtype), updates
-        )
-        return scaled, state
+        return jax.tree_util.tree_map_with_path(scale, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
